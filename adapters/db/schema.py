@@ -1,0 +1,141 @@
+"""Tables, as SQLAlchemy Core metadata shared by the store and the migrations."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Date,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+# SQLite only makes INTEGER PRIMARY KEY an alias of the rowid (autoincrement).
+Id = BigInteger().with_variant(Integer(), "sqlite")
+
+accounts = Table(
+    "accounts",
+    metadata,
+    Column("account", String(32), primary_key=True),
+    Column("created_at", DateTime(), nullable=False),
+)
+
+meters = Table(
+    "meters",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("account", String(32), ForeignKey("accounts.account"), nullable=False),
+    Column("serial", String(32), nullable=False),
+    Column("zones", Integer, nullable=False),
+    Column("digits", Integer, nullable=False),
+    Column("last_t1", BigInteger),
+    Column("last_t2", BigInteger),
+    Column("last_t3", BigInteger),
+    Column("last_read_on", Date),
+    UniqueConstraint("account", "serial"),
+)
+
+account_phones = Table(
+    "account_phones",
+    metadata,
+    Column("account", String(32), ForeignKey("accounts.account"), primary_key=True),
+    Column("phone", String(20), primary_key=True),
+    Column("source", String(8), nullable=False),  # import | reg
+    Column("created_at", DateTime(), nullable=False),
+    Index(None, "phone"),
+)
+
+readings = Table(
+    "readings",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("meter_id", Id, ForeignKey("meters.id"), nullable=False),
+    Column("period", String(7), nullable=False),
+    Column("t1", BigInteger, nullable=False),
+    Column("t2", BigInteger),
+    Column("t3", BigInteger),
+    Column("status", String(16), nullable=False),
+    Column("submitted_at", DateTime(), nullable=False),
+    Column("channel", String(16), nullable=False),
+    Column("phone", String(20)),
+    Column("inbound_id", Id),
+    UniqueConstraint("meter_id", "period"),
+    Index(None, "period"),
+)
+
+# Timestamps are naive UTC in every table (the store converts at its edge).
+
+# Every inbound SMS and every reply. Outbound rows double as the outbox:
+# status pending -> sending -> sent | failed.
+messages = Table(
+    "messages",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("direction", String(3), nullable=False),  # in | out
+    Column("channel", String(16), nullable=False),
+    Column("phone", String(20), nullable=False),
+    Column("short_number", String(16), nullable=False),
+    Column("text", Text, nullable=False),
+    Column("outcome", String(32)),
+    Column("account", String(32)),
+    Column("created_at", DateTime(), nullable=False),
+    Column("processed_at", DateTime()),
+    Column("reply_to", Id, ForeignKey("messages.id")),
+    Column("external_id", String(128)),
+    Column("dedupe_key", String(128)),
+    # in: received | processed; out: pending | sending | sent | failed
+    Column("status", String(16), nullable=False),
+    Column("transport_id", String(128)),
+    Column("delivery_status", String(32)),
+    Column("error", Text),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("claimed_at", DateTime()),
+    Column("parts", Integer, nullable=False, default=1),
+    Column("incomplete", Boolean, nullable=False, default=False),
+    UniqueConstraint("channel", "external_id"),
+    UniqueConstraint("channel", "dedupe_key"),
+    UniqueConstraint("reply_to"),
+    Index(None, "phone", "created_at"),
+    Index(None, "status", "direction"),
+    Index(None, "transport_id"),
+    Index(None, "account"),
+    Index(None, "created_at"),
+)
+
+pending_confirmations = Table(
+    "pending_confirmations",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("phone", String(20), nullable=False),
+    Column("meter_id", Id, ForeignKey("meters.id"), nullable=False),
+    Column("t1", BigInteger, nullable=False),
+    Column("t2", BigInteger),
+    Column("t3", BigInteger),
+    Column("created_at", DateTime(), nullable=False),
+    Index(None, "phone", "meter_id"),
+)
+
+phone_preferences = Table(
+    "phone_preferences",
+    metadata,
+    Column("phone", String(20), primary_key=True),
+    Column("opted_out", Boolean, nullable=False),
+    Column("updated_at", DateTime(), nullable=False),
+)

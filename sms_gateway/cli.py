@@ -1,0 +1,250 @@
+"""The `sms-gateway` command line."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from sms_gateway.config import Settings, load_settings, masked
+from sms_gateway.errors import ConfigError, GatewayError, ImportFileError, TemporaryFailure
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="SMS meter-reading gateway")
+accounts_app = typer.Typer(no_args_is_help=True, help="Accounts and meters")
+readings_app = typer.Typer(no_args_is_help=True, help="Booked readings")
+db_app = typer.Typer(no_args_is_help=True, help="Database schema")
+config_app = typer.Typer(no_args_is_help=True, help="Configuration")
+app.add_typer(accounts_app, name="accounts")
+app.add_typer(readings_app, name="readings")
+app.add_typer(db_app, name="db")
+app.add_typer(config_app, name="config")
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        "-c",
+        help="TOML config file (default: $SMS_GATEWAY_CONFIG or config/gateway.toml)",
+    ),
+]
+
+
+def _settings(config: Path | None) -> Settings:
+    try:
+        return load_settings(config)
+    except ConfigError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from exc
+
+
+def _run(coro: Any) -> Any:
+    try:
+        return asyncio.run(coro)
+    except ImportFileError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from exc
+    except TemporaryFailure as exc:
+        typer.echo(f"temporary failure: {exc}", err=True)
+        raise typer.Exit(75) from exc
+    except GatewayError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from exc
+
+
+def _configure_logs(settings: Settings, quiet: bool = False) -> None:
+    from sms_gateway.logs import configure_logging
+
+    level = "WARNING" if quiet else settings.gateway.log_level
+    configure_logging(level, settings.gateway.log_format)
+
+
+class _TerminalProgress:
+    """Rows done, rate and time left on stderr, only when stderr is a terminal."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.started = time.monotonic()
+        self.enabled = sys.stderr.isatty()
+
+    def __call__(self, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        elapsed = max(time.monotonic() - self.started, 1e-6)
+        rate = done / elapsed
+        left = (total - done) / rate if rate and total else 0
+        sys.stderr.write(
+            f"\r{self.what}: {done:,}/{total:,} rows, {rate:,.0f} rows/s, {left:,.0f} s left   "
+        )
+        sys.stderr.flush()
+
+    def finish(self) -> None:
+        if self.enabled:
+            sys.stderr.write("\n")
+
+
+@app.command()
+def serve(config: ConfigOption = None) -> None:
+    """Run the service: HTTP (health, metrics, ops, Twilio) and the SMPP link."""
+    settings = _settings(config)
+    _configure_logs(settings)
+    from sms_gateway.runner import run_service
+
+    _run(run_service(settings))
+
+
+@app.command()
+def send(
+    text: Annotated[str, typer.Argument(help="The SMS text")],
+    from_: Annotated[str, typer.Option("--from", help="Sender phone, any usual spelling")],
+    to: Annotated[str | None, typer.Option("--to", help="Short number")] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Run one SMS through the whole pipeline in-process and print the reply."""
+    settings = _settings(config)
+    _configure_logs(settings, quiet=True)
+    from sms_gateway.domain.model import InboundSms
+    from sms_gateway.phones import InvalidPhone, normalize_phone
+
+    try:
+        phone = normalize_phone(from_)
+    except InvalidPhone as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from exc
+
+    async def _send() -> str | None:
+        from sms_gateway.bootstrap import build_gateway
+
+        gateway = await build_gateway(settings, migrate=settings.database.upgrade_on_start)
+        try:
+            reply = await gateway.pipeline.handle(
+                InboundSms(
+                    channel="cli",
+                    phone=phone,
+                    short_number=to or settings.gateway.short_number,
+                    text=text,
+                    received_at=datetime.now(UTC),
+                )
+            )
+        finally:
+            await gateway.aclose()
+        return reply.text
+
+    reply_text = _run(_send())
+    typer.echo(reply_text if reply_text is not None else "(no reply)")
+
+
+@accounts_app.command("import")
+def accounts_import(
+    file: Annotated[Path, typer.Argument(help="Accounts CSV (UTF-8, header row)")],
+    config: ConfigOption = None,
+) -> None:
+    """Upsert accounts, meters and phones; a bad file is rejected whole."""
+    settings = _settings(config)
+    _configure_logs(settings, quiet=True)
+    progress = _TerminalProgress("import")
+
+    async def _import() -> Any:
+        from adapters.db.bulk import import_accounts
+        from sms_gateway.bootstrap import build_gateway
+
+        gateway = await build_gateway(settings, migrate=settings.database.upgrade_on_start)
+        try:
+            return await import_accounts(
+                gateway.store,
+                file,
+                settings.gateway.account_pattern,
+                datetime.now(UTC),
+                progress=progress,
+            )
+        finally:
+            await gateway.aclose()
+
+    counts = _run(_import())
+    progress.finish()
+    typer.echo(
+        f"imported {counts.rows} rows: {counts.accounts_created} accounts created, "
+        f"{counts.meters_created} meters created, {counts.meters_updated} meters updated, "
+        f"{counts.phones_added} phones added"
+    )
+
+
+@readings_app.command("export")
+def readings_export(
+    period: Annotated[str, typer.Option("--period", help="Billing period YYYY-MM")],
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="CSV file")] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Export the period's booked readings as CSV (stdout by default)."""
+    settings = _settings(config)
+    _configure_logs(settings, quiet=True)
+    progress = _TerminalProgress("export")
+
+    async def _export() -> int:
+        from adapters.db.bulk import export_readings
+        from sms_gateway.bootstrap import build_gateway
+
+        gateway = await build_gateway(settings, migrate=settings.database.upgrade_on_start)
+        try:
+            if output is None:
+                return await export_readings(gateway.store, period, sys.stdout)
+            with output.open("w", encoding="utf-8", newline="") as handle:
+                return await export_readings(gateway.store, period, handle, progress)
+        finally:
+            await gateway.aclose()
+
+    try:
+        written = _run(_export())
+    except ValueError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from exc
+    progress.finish()
+    if output is not None:
+        typer.echo(f"exported {written} readings to {output}")
+
+
+@db_app.command("upgrade")
+def db_upgrade(config: ConfigOption = None) -> None:
+    """Apply the Alembic migrations up to head."""
+    settings = _settings(config)
+    from adapters.db.migrate import upgrade
+
+    before, after = _run(upgrade(settings.database.url))
+    if before == after:
+        typer.echo(f"database already at {after}")
+    else:
+        typer.echo(f"database upgraded from {before or 'empty'} to {after}")
+
+
+@db_app.command("is-empty")
+def db_is_empty(config: ConfigOption = None) -> None:
+    """Exit 0 when the database has no accounts (used by `make run` to load demo data)."""
+    settings = _settings(config)
+
+    async def _count() -> int:
+        from sms_gateway.bootstrap import build_gateway
+
+        gateway = await build_gateway(settings, migrate=settings.database.upgrade_on_start)
+        try:
+            async with gateway.store.reader() as tx:
+                return await tx.count_accounts()
+        finally:
+            await gateway.aclose()
+
+    raise typer.Exit(0 if _run(_count()) == 0 else 1)
+
+
+@config_app.command("check")
+def config_check(config: ConfigOption = None) -> None:
+    """Validate the configuration and print the effective values, secrets masked."""
+    settings = _settings(config)
+    typer.echo(json.dumps(masked(settings), indent=2, ensure_ascii=False))
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,288 @@
+"""Settings: one TOML file, every key overridable by `SMS_GATEWAY__SECTION__KEY`.
+
+Read once by the entry point and passed down as frozen dataclasses. Every problem
+found is collected and reported at once (ConfigError lists them all).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import tomllib
+import zoneinfo
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, get_type_hints
+
+from sms_gateway.errors import ConfigError
+
+ENV_PREFIX = "SMS_GATEWAY__"
+CONFIG_PATH_ENV = "SMS_GATEWAY_CONFIG"
+DEFAULT_CONFIG_PATH = "config/gateway.toml"
+
+# Keys whose values are never printed or logged.
+SECRET_KEYS = frozenset({"password", "token", "auth_token"})
+
+
+@dataclass(frozen=True)
+class GatewaySettings:
+    short_number: str = "7377"
+    locale: str = "ru"
+    timezone: str = "Europe/Moscow"
+    account_pattern: str = r"\d{10,12}|[A-Z]{2,4}\d{3,10}"
+    instance_name: str = ""
+    log_format: str = "auto"  # auto | json | console
+    log_level: str = "INFO"
+
+
+@dataclass(frozen=True)
+class DatabaseSettings:
+    url: str = "sqlite+aiosqlite:///var/gateway.db"
+    pool_size: int = 10
+    # serve applies pending migrations itself at start-up (see docs/operations.md)
+    upgrade_on_start: bool = True
+
+
+@dataclass(frozen=True)
+class HttpSettings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+
+
+@dataclass(frozen=True)
+class RulesSettings:
+    window_start_day: int = 15
+    window_end_day: int = 25
+    outside_window: str = "next_period"  # next_period | reject
+    max_daily_kwh: int = 150
+    require_registered_phone: bool = False
+    rate_limit_per_phone_per_hour: int = 10
+
+
+@dataclass(frozen=True)
+class OpsSettings:
+    token: str = ""
+
+
+@dataclass(frozen=True)
+class SmppSettings:
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = 2775
+    system_id: str = "gateway"
+    password: str = ""
+    system_type: str = ""
+    bind: str = "transceiver"  # transceiver | receiver+transmitter
+    source_addr_ton: int = 5
+    source_addr_npi: int = 0
+    enquire_link_s: float = 30.0
+    response_timeout_s: float = 10.0
+    window: int = 10
+    max_send_rate: float = 100.0
+    reconnect_min_s: float = 1.0
+    reconnect_max_s: float = 60.0
+    dcs0_charset: str = "gsm"  # gsm | latin1
+    reassembly_timeout_s: float = 60.0
+
+
+@dataclass(frozen=True)
+class TwilioSettings:
+    enabled: bool = False
+    auth_token: str = ""
+    public_url: str = ""
+    account_sid: str = ""
+    reply_mode: str = "inline"  # inline (TwiML) | rest
+
+
+@dataclass(frozen=True)
+class Settings:
+    gateway: GatewaySettings = field(default_factory=GatewaySettings)
+    database: DatabaseSettings = field(default_factory=DatabaseSettings)
+    http: HttpSettings = field(default_factory=HttpSettings)
+    rules: RulesSettings = field(default_factory=RulesSettings)
+    ops: OpsSettings = field(default_factory=OpsSettings)
+    smpp: SmppSettings = field(default_factory=SmppSettings)
+    twilio: TwilioSettings = field(default_factory=TwilioSettings)
+
+    def replace(self, **sections: Any) -> Settings:
+        """A copy with some sections' keys replaced: replace(rules={"max_daily_kwh": 10})."""
+        changes = {
+            name: dataclasses.replace(getattr(self, name), **values)
+            for name, values in sections.items()
+        }
+        return dataclasses.replace(self, **changes)
+
+
+def load_settings(
+    path: str | Path | None = None, environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Read the TOML file (if any), apply environment overrides, validate everything."""
+    environ = os.environ if environ is None else environ
+    problems: list[str] = []
+    raw: dict[str, Any] = {}
+    if path is None:
+        path = environ.get(CONFIG_PATH_ENV, DEFAULT_CONFIG_PATH)
+    config_path = Path(path)
+    if config_path.exists():
+        try:
+            raw = tomllib.loads(config_path.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError([f"{config_path}: {exc}"]) from exc
+    elif environ.get(CONFIG_PATH_ENV) or str(path) != DEFAULT_CONFIG_PATH:
+        raise ConfigError([f"config file {config_path} does not exist"])
+
+    section_types = get_type_hints(Settings)
+    for section in raw:
+        if section not in section_types:
+            problems.append(f"[{section}]: unknown section")
+
+    for key, value in environ.items():
+        if not key.startswith(ENV_PREFIX):
+            continue
+        parts = key[len(ENV_PREFIX) :].lower().split("__")
+        if len(parts) != 2 or parts[0] not in section_types:
+            problems.append(f"{key}: not of the form {ENV_PREFIX}SECTION__KEY")
+            continue
+        raw.setdefault(parts[0], {})[parts[1]] = value
+
+    sections: dict[str, Any] = {}
+    for section_name, section_type in section_types.items():
+        values = raw.get(section_name, {})
+        if not isinstance(values, dict):
+            problems.append(f"[{section_name}] must be a table")
+            continue
+        sections[section_name] = _build_section(section_name, section_type, values, problems)
+    if problems:
+        raise ConfigError(problems)
+    settings = Settings(**sections)
+    problems.extend(validate(settings))
+    if problems:
+        raise ConfigError(problems)
+    return settings
+
+
+def _build_section(
+    name: str, section_type: type[Any], values: dict[str, Any], problems: list[str]
+) -> Any:
+    hints = get_type_hints(section_type)
+    known = {f.name for f in fields(section_type)}
+    kwargs: dict[str, Any] = {}
+    for key, value in values.items():
+        if key not in known:
+            problems.append(f"[{name}] {key}: unknown key")
+            continue
+        try:
+            kwargs[key] = _coerce(value, hints[key])
+        except ValueError as exc:
+            problems.append(f"[{name}] {key}: {exc}")
+    return section_type(**kwargs)
+
+
+def _coerce(value: Any, target: Any) -> Any:
+    if target is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in {"1", "true", "yes", "on"}:
+            return True
+        if isinstance(value, str) and value.strip().lower() in {"0", "false", "no", "off"}:
+            return False
+        raise ValueError(f"expected true or false, got {value!r}")
+    if target is int:
+        if isinstance(value, bool):
+            raise ValueError(f"expected an integer, got {value!r}")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, str) and re.fullmatch(r"\s*-?\d+\s*", value):
+            return int(value)
+        raise ValueError(f"expected an integer, got {value!r}")
+    if target is float:
+        if isinstance(value, bool):
+            raise ValueError(f"expected a number, got {value!r}")
+        if isinstance(value, int | float):
+            return float(value)
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"expected a number, got {value!r}") from None
+    if not isinstance(value, str):
+        raise ValueError(f"expected a string, got {value!r}")
+    return value
+
+
+def validate(settings: Settings) -> list[str]:
+    """Every problem with otherwise well-typed settings."""
+    problems: list[str] = []
+    g, r, s, t = settings.gateway, settings.rules, settings.smpp, settings.twilio
+    if not re.fullmatch(r"\d{3,15}|[A-Za-z0-9]{1,11}", g.short_number):
+        problems.append("[gateway] short_number: expected 3-15 digits or an 11-char alphanumeric")
+    if g.locale not in ("ru", "en"):
+        problems.append(f"[gateway] locale: expected ru or en, got {g.locale!r}")
+    try:
+        zoneinfo.ZoneInfo(g.timezone)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        problems.append(f"[gateway] timezone: unknown time zone {g.timezone!r}")
+    try:
+        re.compile(g.account_pattern)
+    except re.error as exc:
+        problems.append(f"[gateway] account_pattern: not a regular expression ({exc})")
+    if g.log_format not in ("auto", "json", "console"):
+        problems.append("[gateway] log_format: expected auto, json or console")
+    if g.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        problems.append("[gateway] log_level: expected DEBUG, INFO, WARNING or ERROR")
+    url = settings.database.url
+    if not (url.startswith("sqlite+aiosqlite://") or url.startswith("postgresql+asyncpg://")):
+        problems.append(
+            "[database] url: expected sqlite+aiosqlite:///PATH or postgresql+asyncpg://..."
+        )
+    if not 1 <= settings.http.port <= 65535:
+        problems.append("[http] port: expected 1..65535")
+    if not 1 <= r.window_start_day <= 28:
+        problems.append("[rules] window_start_day: expected 1..28")
+    if not r.window_start_day <= r.window_end_day <= 31:
+        problems.append("[rules] window_end_day: expected window_start_day..31")
+    if r.outside_window not in ("next_period", "reject"):
+        problems.append("[rules] outside_window: expected next_period or reject")
+    if r.max_daily_kwh < 1:
+        problems.append("[rules] max_daily_kwh: expected a positive number")
+    if r.rate_limit_per_phone_per_hour < 1:
+        problems.append("[rules] rate_limit_per_phone_per_hour: expected a positive number")
+    if s.enabled:
+        if s.bind not in ("transceiver", "receiver+transmitter"):
+            problems.append("[smpp] bind: expected transceiver or receiver+transmitter")
+        if s.dcs0_charset not in ("gsm", "latin1"):
+            problems.append("[smpp] dcs0_charset: expected gsm or latin1")
+        if s.window < 1:
+            problems.append("[smpp] window: expected at least 1")
+        if s.max_send_rate <= 0:
+            problems.append("[smpp] max_send_rate: expected a positive number")
+        if not 0 < s.reconnect_min_s <= s.reconnect_max_s:
+            problems.append("[smpp] reconnect_min_s/reconnect_max_s: expected 0 < min <= max")
+        if s.enquire_link_s <= 0:
+            problems.append("[smpp] enquire_link_s: expected a positive number")
+    if t.enabled:
+        if not t.auth_token:
+            problems.append(
+                "[twilio] auth_token: empty while twilio is enabled "
+                "(set SMS_GATEWAY__TWILIO__AUTH_TOKEN)"
+            )
+        if not t.public_url:
+            problems.append("[twilio] public_url: empty while twilio is enabled")
+        if t.reply_mode not in ("inline", "rest"):
+            problems.append("[twilio] reply_mode: expected inline or rest")
+    return problems
+
+
+def masked(settings: Settings) -> dict[str, dict[str, Any]]:
+    """The effective settings as a dict with secrets replaced by '***' (or '' when unset)."""
+    out: dict[str, dict[str, Any]] = {}
+    for section in fields(settings):
+        values = dataclasses.asdict(getattr(settings, section.name))
+        for key in values:
+            if key in SECRET_KEYS:
+                values[key] = "***" if values[key] else ""
+        if section.name == "database":
+            values["url"] = re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", values["url"])
+        out[section.name] = values
+    return out

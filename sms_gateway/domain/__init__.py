@@ -1,0 +1,1 @@
+"""The domain: plain data and pure rules. Imports nothing from the outside world."""

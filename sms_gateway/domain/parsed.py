@@ -1,0 +1,69 @@
+"""What the grammar read in an SMS, before the account and meter are known.
+
+The grammar package produces these; the service resolves them against the
+database. They carry strings for account-like tokens so leading zeros survive.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from sms_gateway.domain.model import Zone
+
+
+class Command(enum.StrEnum):
+    HELP = "help"  # HELP, ПОМОЩЬ, СПРАВКА, ?, 0
+    LAST = "last"  # LAST/ПОСЛЕДНИЕ/ИНФО <account>
+    REGISTER = "register"  # REG/РЕГ <account> <last 4 digits of a meter serial>
+    STOP = "stop"  # STOP/СТОП
+    START = "start"  # START/СТАРТ
+
+
+class ParseFailureReason(enum.StrEnum):
+    """Why a text could not be read; each reason has a subscriber-facing hint."""
+
+    EMPTY = "empty"  # nothing but spaces and punctuation
+    NO_READINGS = "no_readings"  # words only, or an account without any reading
+    GARBLED_NUMBER = "garbled_number"  # letters inside a number: 12З4, 1O5
+    UNKNOWN_WORD = "unknown_word"  # a word that is neither a keyword, a label nor noise
+    LABEL_WITHOUT_VALUE = "label_without_value"  # "Т1 Т2 2130"
+    REPEATED_ZONE = "repeated_zone"  # "Т1 5450 Т1 2130"
+    MIXED_LABELS = "mixed_labels"  # labelled and unlabelled readings after the account
+    COMMAND_ARGUMENT = "command_argument"  # "REG" without account or meter digits
+    TOO_LONG = "too_long"  # more text than any reading message needs
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedReadings:
+    """A readings message.
+
+    numbers: bare numbers in order of appearance, as typed (fractions dropped),
+        including the account when the account was a bare number.
+    labelled: values introduced by a zone label (Т1, день, Н ...), in order.
+    account_hint: a token the sender marked as the account (after ЛС, счет, ACC ...)
+        or an alphanumeric token matching the account pattern; canonical form
+        (upper-case, look-alike letters folded to Latin).
+    meter_hint: digits the sender marked as a meter (after ПУ, №).
+    """
+
+    numbers: tuple[str, ...] = ()
+    labelled: tuple[tuple[Zone, int], ...] = ()
+    account_hint: str | None = None
+    meter_hint: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedCommand:
+    command: Command
+    account: str | None = None
+    argument: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ParseFailure:
+    reason: ParseFailureReason
+    fragment: str = ""  # the part of the text the reason is about, for logs and replies
+
+
+ParsedMessage = ParsedReadings | ParsedCommand | ParseFailure

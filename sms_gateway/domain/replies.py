@@ -1,0 +1,422 @@
+"""Every reply the gateway sends, in Russian and English, in one place.
+
+A confirmation must fit one SMS segment (70 UCS-2 characters for Russian); an error
+or an answer to a command must fit two. Each template is a list of variants from
+the most to the least wordy; the first that fits its budget is sent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from sms_gateway.domain.model import Meter, Outcome, Zone
+from sms_gateway.domain.parsed import ParseFailure, ParseFailureReason
+from sms_gateway.domain.rules import Decision
+from sms_gateway.domain.segments import segment_count
+
+ONE_SEGMENT = 1
+TWO_SEGMENTS = 2
+
+# Outcomes whose reply must fit in a single segment; the rest may take two.
+_SINGLE_SEGMENT = frozenset(
+    {
+        Outcome.ACCEPTED,
+        Outcome.ACCEPTED_NEXT_PERIOD,
+        Outcome.CORRECTED,
+        Outcome.CONFIRMED,
+        Outcome.DUPLICATE,
+        Outcome.OPTED_OUT,
+        Outcome.OPTED_IN,
+        Outcome.RATE_LIMITED,
+    }
+)
+
+
+def segment_budget(outcome: Outcome) -> int:
+    return ONE_SEGMENT if outcome in _SINGLE_SEGMENT else TWO_SEGMENTS
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyContext:
+    """Everything a reply template may mention."""
+
+    outcome: Outcome
+    account: str | None = None
+    meter: Meter | None = None
+    meters: tuple[Meter, ...] = ()
+    decision: Decision | None = None
+    failure: ParseFailure | None = None
+    meter_reference: str | None = None
+    last_period: str | None = None
+    last_values: tuple[int, ...] | None = None
+    window_start_day: int = 15
+    window_end_day: int = 25
+
+
+_LABELS = {"ru": ("Т1", "Т2", "Т3"), "en": ("T1", "T2", "T3")}
+_MONTHS = {
+    "ru": (
+        "январь", "февраль", "март", "апрель", "май", "июнь",
+        "июль", "август", "сентябрь", "октябрь", "ноябрь", "декабрь",
+    ),
+    "en": (
+        "January", "February", "March", "April", "May", "June",
+        "July", "August", "September", "October", "November", "December",
+    ),
+}  # fmt: skip
+_EXAMPLE_ACCOUNT = "1234567833"
+
+
+def _month(period: str | None, locale: str) -> str:
+    if not period:
+        return ""
+    return _MONTHS[locale][int(period[5:7]) - 1]
+
+
+def _values(
+    ctx_values: Sequence[int], locale: str, consumption: Sequence[int] | None, compact: bool = False
+) -> str:
+    labels = _LABELS[locale]
+    parts = []
+    for index, value in enumerate(ctx_values):
+        label = labels[index] if len(ctx_values) > 1 else labels[0]
+        if consumption is None:
+            parts.append(f"{label} {value}")
+        elif compact:
+            parts.append(f"{label} {value}(+{consumption[index]})")
+        else:
+            parts.append(f"{label} {value} (+{consumption[index]})")
+    return (" " if compact else ", ").join(parts)
+
+
+def _hint(ctx: ReplyContext, locale: str) -> str:
+    """What to send, shaped for the account's own meter where it is known."""
+    account = ctx.account or _EXAMPLE_ACCOUNT
+    meter = ctx.meter or (ctx.meters[0] if len(ctx.meters) == 1 else None)
+    zones = meter.zones if meter else 1
+    meter_part = ""
+    if meter is None and len(ctx.meters) > 1:
+        meter_part = (
+            " ПУ " + ctx.meters[0].serial[-4:]
+            if locale == "ru"
+            else (" M " + ctx.meters[0].serial[-4:])
+        )
+        zones = ctx.meters[0].zones
+    if zones == 1:
+        reading = "5450" if ctx.meter is None and not ctx.meters else "..."
+        return f"{account}{meter_part} {reading}"
+    labels = _LABELS[locale][:zones]
+    return f"{account}{meter_part} " + " ".join(f"{label} ..." for label in labels)
+
+
+Variants = Callable[[ReplyContext, str], list[str]]
+
+
+def _accepted(ctx: ReplyContext, locale: str) -> list[str]:
+    d = ctx.decision
+    assert d is not None
+    acc = ctx.account
+    if locale == "en":
+        lead = {
+            Outcome.ACCEPTED: "Reading accepted",
+            Outcome.CORRECTED: "Reading corrected",
+            Outcome.CONFIRMED: "Reading confirmed",
+            Outcome.ACCEPTED_NEXT_PERIOD: f"Accepted for {_month(d.period, locale)}",
+        }[ctx.outcome]
+        return [
+            f"{lead}, account {acc}: {_values(d.values, locale, d.consumption)}.",
+            f"{lead}, {acc}: {_values(d.values, locale, d.consumption, compact=True)}",
+            f"OK {acc}: {_values(d.values, locale, d.consumption, compact=True)}",
+            f"OK {acc}: {_values(d.values, locale, None)}",
+        ]
+    lead = {
+        Outcome.ACCEPTED: "Приняты показания",
+        Outcome.CORRECTED: "Исправлены показания",
+        Outcome.CONFIRMED: "Подтверждены показания",
+        Outcome.ACCEPTED_NEXT_PERIOD: f"Приняты в счёт за {_month(d.period, locale)}",
+    }[ctx.outcome]
+    short = {
+        Outcome.ACCEPTED: "Приняты",
+        Outcome.CORRECTED: "Исправлены",
+        Outcome.CONFIRMED: "Подтверждены",
+        Outcome.ACCEPTED_NEXT_PERIOD: f"За {_month(d.period, locale)}",
+    }[ctx.outcome]
+    total = f", расход {sum(d.consumption)}" if d.consumption else ""
+    return [
+        f"{lead} ЛС {acc}: {_values(d.values, locale, d.consumption)}.",
+        f"{lead} ЛС {acc}: {_values(d.values, locale, d.consumption, compact=True)}",
+        f"{short} ЛС {acc}: {_values(d.values, locale, d.consumption, compact=True)}",
+        f"{short} {acc}: {_values(d.values, locale, None)}{total}",
+        f"{short} {acc}: {_values(d.values, locale, None)}",
+    ]
+
+
+def _duplicate(ctx: ReplyContext, locale: str) -> list[str]:
+    d = ctx.decision
+    assert d is not None
+    if locale == "en":
+        return [
+            f"Already accepted, account {ctx.account}: {_values(d.values, locale, None)}.",
+            f"Already accepted: {_values(d.values, locale, None)}",
+        ]
+    return [
+        f"Эти показания ЛС {ctx.account} уже приняты: {_values(d.values, locale, None)}.",
+        f"Уже приняты ЛС {ctx.account}: {_values(d.values, locale, None)}",
+        f"Уже приняты: {_values(d.values, locale, None)}",
+    ]
+
+
+def _confirm_needed(ctx: ReplyContext, locale: str) -> list[str]:
+    d = ctx.decision
+    assert d is not None and d.consumption is not None
+    total, days = sum(d.consumption), d.days or 1
+    if locale == "en":
+        return [
+            f"Account {ctx.account}: {total} kWh in {days} days is unusually high. "
+            "If the reading is right, send the same message again.",
+        ]
+    return [
+        f"ЛС {ctx.account}: расход {total} кВт·ч за {days} дн. — необычно много. "
+        "Если показания верны, отправьте это же сообщение ещё раз.",
+        f"ЛС {ctx.account}: расход {total} кВт·ч за {days} дн. Если верно, отправьте ещё раз.",
+    ]
+
+
+def _help(ctx: ReplyContext, locale: str) -> list[str]:
+    if locale == "en":
+        return [
+            "Send your account and reading: 1234567833 5450. Two zones: "
+            "1234567833 T1 5450 T2 2130. Last reading: LAST 1234567833. Stop confirmations: STOP",
+        ]
+    return [
+        "Отправьте ЛС и показания: 1234567833 5450. Два тарифа: 1234567833 Т1 5450 Т2 2130. "
+        "Последние: ИНФО 1234567833",
+    ]
+
+
+def _last_reading(ctx: ReplyContext, locale: str) -> list[str]:
+    if ctx.last_values is None:
+        if locale == "en":
+            return [f"No readings yet for account {ctx.account}. Send: {_hint(ctx, locale)}"]
+        return [f"По ЛС {ctx.account} показаний ещё нет. Отправьте: {_hint(ctx, locale)}"]
+    values = _values(ctx.last_values, locale, None)
+    month = _month(ctx.last_period, locale)
+    year = (ctx.last_period or "")[:4]
+    if locale == "en":
+        return [f"Account {ctx.account}, last reading ({month} {year}): {values}."]
+    return [
+        f"ЛС {ctx.account}, последние показания (за {month} {year}): {values}.",
+        f"ЛС {ctx.account}, {ctx.last_period}: {values}",
+    ]
+
+
+def _simple(ru: str, en: str) -> Variants:
+    def variants(ctx: ReplyContext, locale: str) -> list[str]:
+        template = en if locale == "en" else ru
+        return [template.format(account=ctx.account, hint=_hint(ctx, locale))]
+
+    return variants
+
+
+_FAILURE_TEXT = {
+    "ru": {
+        ParseFailureReason.EMPTY: "Сообщение пустое.",
+        ParseFailureReason.NO_READINGS: "Не нашли показаний.",
+        ParseFailureReason.GARBLED_NUMBER: "В числе «{fragment}» есть буква.",
+        ParseFailureReason.UNKNOWN_WORD: "Непонятно слово «{fragment}».",
+        ParseFailureReason.LABEL_WITHOUT_VALUE: "После «{fragment}» нет показания.",
+        ParseFailureReason.REPEATED_ZONE: "Зона «{fragment}» указана дважды.",
+        ParseFailureReason.MIXED_LABELS: "Укажите зоны у всех показаний или ни у одного.",
+        ParseFailureReason.COMMAND_ARGUMENT: "Не хватает данных для команды «{fragment}».",
+        ParseFailureReason.TOO_LONG: "Сообщение слишком длинное.",
+    },
+    "en": {
+        ParseFailureReason.EMPTY: "The message is empty.",
+        ParseFailureReason.NO_READINGS: "No reading found.",
+        ParseFailureReason.GARBLED_NUMBER: "There is a letter in “{fragment}”.",
+        ParseFailureReason.UNKNOWN_WORD: "Unknown word “{fragment}”.",
+        ParseFailureReason.LABEL_WITHOUT_VALUE: "No reading after “{fragment}”.",
+        ParseFailureReason.REPEATED_ZONE: "Zone “{fragment}” is given twice.",
+        ParseFailureReason.MIXED_LABELS: "Label every reading or none.",
+        ParseFailureReason.COMMAND_ARGUMENT: "The command “{fragment}” needs more.",
+        ParseFailureReason.TOO_LONG: "The message is too long.",
+    },
+}
+
+
+def _unparsed(ctx: ReplyContext, locale: str) -> list[str]:
+    failure = ctx.failure or ParseFailure(ParseFailureReason.NO_READINGS)
+    if failure.reason == ParseFailureReason.COMMAND_ARGUMENT and failure.fragment.upper() in (
+        "REG",
+        "РЕГ",
+    ):
+        if locale == "en":
+            return ["To link this phone send: REG <account> <last 4 digits of meter number>"]
+        return ["Чтобы привязать телефон, отправьте: РЕГ <номер ЛС> <4 последние цифры счётчика>"]
+    fragment = failure.fragment[:20]
+    reason = _FAILURE_TEXT[locale][failure.reason].format(fragment=fragment)
+    reason_short = _FAILURE_TEXT[locale][failure.reason].format(fragment=fragment[:8])
+    if locale == "en":
+        tail = f"Send account and reading: {_hint(ctx, locale)}. Help: HELP"
+        return [f"{reason} {tail}", f"{reason_short} {tail}", tail]
+    tail = f"Отправьте ЛС и показания: {_hint(ctx, locale)}. Справка: ПОМОЩЬ"
+    return [f"{reason} {tail}", f"{reason_short} {tail}", tail]
+
+
+def _unknown_account(ctx: ReplyContext, locale: str) -> list[str]:
+    if ctx.account is None:
+        if locale == "en":
+            return ["Add your account number: 1234567833 5450. It is on your bill."]
+        return ["Укажите номер ЛС из квитанции и показания, например: 1234567833 5450"]
+    if locale == "en":
+        return [f"Account {ctx.account} not found. Check it on your bill and send: 1234567833 5450"]
+    return [
+        f"ЛС {ctx.account} не найден. Проверьте номер по квитанции и отправьте, "
+        "например: 1234567833 5450",
+    ]
+
+
+def _meter_list(ctx: ReplyContext) -> str:
+    return ", ".join(m.serial[-4:] for m in ctx.meters[:4])
+
+
+def _meter_required(ctx: ReplyContext, locale: str) -> list[str]:
+    if locale == "en":
+        return [
+            f"Account {ctx.account} has several meters ({_meter_list(ctx)}). "
+            f"Name one by its last 4 digits: {_hint(ctx, locale)}",
+        ]
+    return [
+        f"У ЛС {ctx.account} несколько счётчиков ({_meter_list(ctx)}). "
+        f"Укажите 4 последние цифры номера: {_hint(ctx, locale)}",
+    ]
+
+
+def _unknown_meter(ctx: ReplyContext, locale: str) -> list[str]:
+    ref = (ctx.meter_reference or "")[:12]
+    if locale == "en":
+        return [
+            f"Meter {ref} not found on account {ctx.account}. Its meters: {_meter_list(ctx)}. "
+            f"Send: {_hint(ctx, locale)}",
+        ]
+    return [
+        f"Счётчик {ref} не найден у ЛС {ctx.account}. Счётчики: {_meter_list(ctx)}. "
+        f"Отправьте: {_hint(ctx, locale)}",
+        f"Счётчик {ref} не найден у ЛС {ctx.account}. Счётчики: {_meter_list(ctx)}.",
+    ]
+
+
+def _zone_count(ctx: ReplyContext, locale: str) -> list[str]:
+    zones = ctx.meter.zones if ctx.meter else 1
+    if locale == "en":
+        kind = {1: "single-rate", 2: "two-zone", 3: "three-zone"}[zones]
+        return [
+            f"The meter of account {ctx.account} is {kind}: send {zones} reading(s): "
+            f"{_hint(ctx, locale)}",
+        ]
+    kind = {1: "однотарифный", 2: "двухтарифный", 3: "трёхтарифный"}[zones]
+    need = {1: "одно показание", 2: "два показания", 3: "три показания"}[zones]
+    return [f"Счётчик ЛС {ctx.account} {kind}, нужно {need}. Отправьте: {_hint(ctx, locale)}"]
+
+
+def _too_many_digits(ctx: ReplyContext, locale: str) -> list[str]:
+    digits = ctx.meter.digits if ctx.meter else 0
+    d = ctx.decision
+    zone = d.offending_zone if d and d.offending_zone else Zone.T1
+    value = d.values[zone - 1] if d and d.values else 0
+    if locale == "en":
+        return [
+            f"{value} is longer than the meter's {digits} digits. Send whole kWh, "
+            f"black digits only: {_hint(ctx, locale)}",
+        ]
+    return [
+        f"Показание {value} длиннее {digits} цифр счётчика. Отправьте целые кВт·ч, "
+        f"без красных цифр: {_hint(ctx, locale)}",
+        f"Показание {value} длиннее {digits} цифр счётчика. Отправьте: {_hint(ctx, locale)}",
+    ]
+
+
+def _lower_than_previous(ctx: ReplyContext, locale: str) -> list[str]:
+    d = ctx.decision
+    assert d is not None and d.previous is not None
+    index = (d.offending_zone or Zone.T1) - 1
+    label = _LABELS[locale][index] if len(d.values) > 1 else ""
+    new, old = d.values[index], d.previous.values[index]
+    when = d.previous.read_on.strftime("%d.%m.%Y")
+    label_part = f"{label} " if label else ""
+    if locale == "en":
+        return [
+            f"{label_part}{new} is lower than the previous reading {old} ({when}). "
+            f"Check and send again: {_hint(ctx, locale)}",
+        ]
+    return [
+        f"{label_part}{new} меньше прошлого показания {old} ({when}). "
+        f"Проверьте и отправьте снова: {_hint(ctx, locale)}",
+        f"{label_part}{new} меньше прошлого {old} ({when}). Отправьте: {_hint(ctx, locale)}",
+    ]
+
+
+def _outside_window(ctx: ReplyContext, locale: str) -> list[str]:
+    start, end = ctx.window_start_day, ctx.window_end_day
+    if locale == "en":
+        return [
+            f"Readings are taken from day {start} to {end} of the month. "
+            f"Send them again from the {start}th: {_hint(ctx, locale)}",
+        ]
+    return [
+        f"Показания принимаются с {start} по {end} число месяца. "
+        f"Отправьте их с {start}-го: {_hint(ctx, locale)}",
+    ]
+
+
+_TEMPLATES: dict[Outcome, Variants] = {
+    Outcome.ACCEPTED: _accepted,
+    Outcome.ACCEPTED_NEXT_PERIOD: _accepted,
+    Outcome.CORRECTED: _accepted,
+    Outcome.CONFIRMED: _accepted,
+    Outcome.DUPLICATE: _duplicate,
+    Outcome.CONFIRM_NEEDED: _confirm_needed,
+    Outcome.HELP: _help,
+    Outcome.LAST_READING: _last_reading,
+    Outcome.REGISTERED: _simple(
+        "Телефон привязан к ЛС {account}. Теперь можно без номера ЛС, например: Т1 5450",
+        "This phone is linked to account {account}. You may now omit it: T1 5450",
+    ),
+    Outcome.OPTED_OUT: _simple(
+        "Подтверждения отключены. Об ошибках сообщим. Включить: СТАРТ",
+        "Confirmations are off. Errors are still reported. To resume: START",
+    ),
+    Outcome.OPTED_IN: _simple(
+        "Подтверждения включены. Отключить: СТОП",
+        "Confirmations are on. To stop them: STOP",
+    ),
+    Outcome.UNPARSED: _unparsed,
+    Outcome.UNKNOWN_ACCOUNT: _unknown_account,
+    Outcome.METER_REQUIRED: _meter_required,
+    Outcome.UNKNOWN_METER: _unknown_meter,
+    Outcome.ZONE_COUNT: _zone_count,
+    Outcome.TOO_MANY_DIGITS: _too_many_digits,
+    Outcome.LOWER_THAN_PREVIOUS: _lower_than_previous,
+    Outcome.PHONE_NOT_REGISTERED: _simple(
+        "Этот телефон не привязан к ЛС {account}. Привяжите: РЕГ {account} и 4 последние "
+        "цифры номера счётчика",
+        "This phone is not linked to account {account}. Link it: REG {account} and the "
+        "last 4 digits of the meter number",
+    ),
+    Outcome.RATE_LIMITED: _simple(
+        "Слишком много сообщений. Следующие примем через час.",
+        "Too many messages. Please try again in an hour.",
+    ),
+    Outcome.OUTSIDE_WINDOW: _outside_window,
+}
+
+
+def compose_reply(ctx: ReplyContext, locale: str = "ru") -> str:
+    """The reply text for `ctx`, the wordiest variant that fits the outcome's budget."""
+    variants = _TEMPLATES[ctx.outcome](ctx, locale)
+    budget = segment_budget(ctx.outcome)
+    for text in variants:
+        if segment_count(text) <= budget:
+            return text
+    return variants[-1]

@@ -1,0 +1,40 @@
+"""How many SMS segments a text takes: GSM 03.38 when it fits the alphabet, else UCS-2."""
+
+from __future__ import annotations
+
+# GSM 03.38 default alphabet and the extension table (each extension character
+# costs two septets: the escape and the character).
+GSM_BASIC = frozenset(
+    "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
+    "¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà"
+)
+GSM_EXTENSION = frozenset("\f^{}\\[~]|€")
+
+SINGLE_GSM = 160
+PART_GSM = 153
+SINGLE_UCS2 = 70
+PART_UCS2 = 67
+
+
+def fits_gsm(text: str) -> bool:
+    return all(ch in GSM_BASIC or ch in GSM_EXTENSION for ch in text)
+
+
+def gsm_septets(text: str) -> int:
+    return sum(2 if ch in GSM_EXTENSION else 1 for ch in text)
+
+
+def ucs2_units(text: str) -> int:
+    """UTF-16 code units: characters outside the BMP take a surrogate pair."""
+    return sum(2 if ord(ch) > 0xFFFF else 1 for ch in text)
+
+
+def segment_count(text: str) -> int:
+    """Segments the text needs as one SMS (concatenated with UDH when long)."""
+    if fits_gsm(text):
+        length, single, part = gsm_septets(text), SINGLE_GSM, PART_GSM
+    else:
+        length, single, part = ucs2_units(text), SINGLE_UCS2, PART_UCS2
+    if length <= single:
+        return 1
+    return -(-length // part)

@@ -1,0 +1,58 @@
+"""Prometheus metrics, one registry per gateway instance (tests build many)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class GatewayMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.inbound_messages = Counter(
+            "sms_gateway_inbound_messages",
+            "Inbound SMS handled, by channel and outcome code",
+            ["channel", "outcome"],
+            registry=r,
+        )
+        self.replies = Counter(
+            "sms_gateway_replies",
+            "Replies handed to a transport, by channel and result (sent|failed)",
+            ["channel", "result"],
+            registry=r,
+        )
+        self.parse_seconds = Histogram(
+            "sms_gateway_parse_seconds",
+            "Time to parse one SMS text",
+            buckets=(0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01),
+            registry=r,
+        )
+        self.handle_seconds = Histogram(
+            "sms_gateway_handle_seconds",
+            "Time from an inbound SMS being stored to its reply being stored",
+            ["channel"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+            registry=r,
+        )
+        self.smpp_binds = Counter(
+            "sms_gateway_smpp_binds", "Successful SMPP binds", ["mode"], registry=r
+        )
+        self.smpp_reconnects = Counter(
+            "sms_gateway_smpp_reconnects", "SMPP reconnect attempts", registry=r
+        )
+        self.smpp_throttles = Counter(
+            "sms_gateway_smpp_throttles",
+            "submit_sm answered ESME_RTHROTTLED or ESME_RMSGQFUL",
+            registry=r,
+        )
+        self.smpp_bound = Gauge(
+            "sms_gateway_smpp_bound", "1 while the SMPP session is bound", registry=r
+        )
+        self.outbox_depth = Gauge(
+            "sms_gateway_outbox_depth", "Replies waiting in the outbox", registry=r
+        )
+        self.inbound_queue_depth = Gauge(
+            "sms_gateway_inbound_queue_depth",
+            "Inbound SMS stored but not yet processed",
+            registry=r,
+        )

@@ -1,0 +1,45 @@
+"""Phone numbers: any usual Russian or E.164 spelling in, E.164 out, masked for logs."""
+
+from __future__ import annotations
+
+import functools
+
+import phonenumbers
+
+
+class InvalidPhone(ValueError):
+    """Not a phone number we can route a reply to."""
+
+
+@functools.lru_cache(maxsize=65536)
+def normalize_phone(raw: str, region: str = "RU") -> str:
+    """`8 (916) 123-45-67`, `79161234567`, `+7 916 123 45 67` -> `+79161234567`.
+
+    Raises InvalidPhone for text that is not a possible phone number.
+    """
+    text = raw.strip()
+    if not text:
+        raise InvalidPhone("empty phone number")
+    digits = "".join(ch for ch in text if ch.isdigit())
+    # SMSCs and Twilio send international numbers without '+' (79161234567);
+    # a bare 11-digit number starting with 7 is the Russian +7 form, and with 8
+    # the domestic trunk form.
+    if not text.startswith("+") and len(digits) == 11 and digits[0] == "7":
+        text = "+" + digits
+    try:
+        number = phonenumbers.parse(text, region)
+    except phonenumbers.NumberParseException as exc:
+        raise InvalidPhone(f"not a phone number: {raw!r}") from exc
+    if not phonenumbers.is_possible_number(number):
+        raise InvalidPhone(f"not a possible phone number: {raw!r}")
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def mask_phone(phone: str | None) -> str:
+    """`+79161234567` -> `+7916***4567`: enough to tell numbers apart, not to dial them."""
+    if not phone:
+        return ""
+    if len(phone) <= 6:
+        return "*" * len(phone)
+    head = 5 if len(phone) > 9 else 2
+    return phone[:head] + "*" * (len(phone) - head - 4) + phone[-4:]

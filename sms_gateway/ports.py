@@ -1,0 +1,73 @@
+"""The narrow surfaces adapters use to reach the core, and the core to reach storage.
+
+Transport adapters (SMPP, Twilio, CLI) see only `InboundPipeline` and `Outbox`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from sms_gateway.domain.model import InboundSms, Reply
+
+
+@dataclass(frozen=True, slots=True)
+class AcceptedInbound:
+    """An inbound SMS that is durably stored (or recognised as a redelivery)."""
+
+    inbound_id: int
+    inbound: InboundSms
+    # True when the same message (same external id / dedupe key) was stored before.
+    duplicate: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class OutboundSms:
+    """A reply waiting in the outbox for its transport."""
+
+    id: int
+    channel: str
+    phone: str  # E.164
+    short_number: str
+    text: str
+    inbound_id: int | None
+    attempts: int
+    created_at: datetime
+
+
+class InboundPipeline(Protocol):
+    async def accept(self, inbound: InboundSms) -> AcceptedInbound:
+        """Store the inbound SMS durably; raise TemporaryFailure when that is impossible.
+
+        Only after this returns may a transport acknowledge the message.
+        """
+        ...
+
+    async def process(self, accepted: AcceptedInbound) -> Reply:
+        """Parse, validate, book and store the reply (in the outbox for queued channels)."""
+        ...
+
+    async def handle(self, inbound: InboundSms) -> Reply:
+        """accept + process, for transports that answer inline (CLI, Twilio)."""
+        ...
+
+
+class Outbox(Protocol):
+    async def claim(self, channel: str, limit: int) -> list[OutboundSms]:
+        """Take up to `limit` pending replies for this instance (skip-locked on PostgreSQL)."""
+        ...
+
+    async def mark_sent(self, outbound_id: int, transport_id: str | None) -> None: ...
+
+    async def mark_failed(self, outbound_id: int, error: str) -> None: ...
+
+    async def release(self, outbound_id: int, error: str | None = None) -> None:
+        """Give a claimed reply back to the outbox to be sent again later."""
+        ...
+
+    async def record_delivery_status(
+        self, transport_id: str, status: str, error: str | None = None
+    ) -> bool:
+        """Record a delivery receipt / status callback; False when no reply matches."""
+        ...

@@ -1,0 +1,109 @@
+"""`sms-gateway serve`: starts the adapters around one gateway and stops them cleanly."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from datetime import timedelta
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from sms_gateway.bootstrap import Gateway, build_gateway
+from sms_gateway.config import Settings
+from sms_gateway.errors import TemporaryFailure
+from sms_gateway.ports import AcceptedInbound
+
+log = structlog.get_logger("sms_gateway.runner")
+
+# A reply claimed by a sender that died is given back after this long.
+STALE_CLAIM = timedelta(minutes=2)
+RECOVERY_INTERVAL_S = 5.0
+SHUTDOWN_DEADLINE_S = 10.0
+
+
+async def recover_unprocessed(gateway: Gateway, channel: str, batch: int = 200) -> int:
+    """Process inbound SMS that were stored (and acknowledged) but never handled."""
+    handled = 0
+    while True:
+        async with gateway.store.reader() as tx:
+            pending = await tx.unprocessed_inbound(channel, batch)
+        if not pending:
+            return handled
+        for inbound_id, inbound in pending:
+            await gateway.pipeline.process(AcceptedInbound(inbound_id, inbound, duplicate=True))
+            handled += 1
+        if len(pending) < batch:
+            return handled
+
+
+async def _recovery_loop(gateway: Gateway, channel: str) -> None:
+    while True:
+        try:
+            recovered = await recover_unprocessed(gateway, channel)
+            if recovered:
+                log.info("recovered_unprocessed_inbound", channel=channel, count=recovered)
+            gateway.metrics.outbox_depth.set(await gateway.outbox.depth())
+        except TemporaryFailure as exc:
+            log.warning("recovery_skipped", reason=str(exc))
+        await asyncio.sleep(RECOVERY_INTERVAL_S)
+
+
+async def run_service(settings: Settings, stop: asyncio.Event | None = None) -> None:
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signum, stop.set)
+
+    gateway = await build_gateway(settings, migrate=settings.database.upgrade_on_start)
+    smpp: Any = None
+    if settings.smpp.enabled:
+        from adapters.smpp import SmppAdapter
+
+        smpp = SmppAdapter(
+            settings.smpp,
+            settings.gateway.short_number,
+            gateway.pipeline,
+            gateway.outbox,
+            gateway.metrics,
+        )
+        gateway.pipeline.on_reply_queued(lambda _channel: smpp.notify_outbox())
+
+    from adapters.http import create_app
+
+    app = create_app(gateway, link_state=lambda: smpp.state if smpp else "disabled")
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.http.host, settings.http.port)
+    tasks: list[asyncio.Task[None]] = []
+    try:
+        await site.start()
+        released = await gateway.outbox.release_stale(STALE_CLAIM)
+        if released:
+            log.info("released_stale_replies", count=released)
+        if smpp is not None:
+            tasks.append(asyncio.create_task(_recovery_loop(gateway, "smpp")))
+            await smpp.start()
+        log.info(
+            "serving",
+            http=f"http://{settings.http.host}:{settings.http.port}",
+            smpp=settings.smpp.enabled,
+            twilio=settings.twilio.enabled,
+            database=settings.database.url.split("://")[0],
+        )
+        await stop.wait()
+        log.info("stopping")
+    finally:
+        if smpp is not None:
+            await smpp.stop(SHUTDOWN_DEADLINE_S)
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await runner.cleanup()
+        await gateway.aclose()
+        log.info("stopped")

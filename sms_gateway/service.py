@@ -1,0 +1,399 @@
+"""The inbound flow, one hop per line.
+
+adapter builds an InboundSms
+-> accept: store it durably (dedupe on the transport's id)       [InboundPipeline.accept]
+-> parse the text (grammar)                                      [outside the transaction]
+-> in one transaction: claim the inbound row, rate limit, resolve the account
+   and meter, run the pure rules, book the reading, store the reply
+-> the adapter sends the reply (inline for CLI/Twilio, from the outbox for SMPP)
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import structlog
+
+from adapters.db.store import SqlStore, StoreTransaction
+from grammar import MessageParser
+from sms_gateway.config import Settings
+from sms_gateway.domain.model import Account, BookedReading, InboundSms, Meter, Outcome, Reply
+from sms_gateway.domain.parsed import (
+    Command,
+    ParsedCommand,
+    ParsedMessage,
+    ParsedReadings,
+    ParseFailure,
+    ParseFailureReason,
+)
+from sms_gateway.domain.replies import ReplyContext, compose_reply
+from sms_gateway.domain.rules import assign_zones, choose_period, evaluate_reading, match_meter
+from sms_gateway.metrics import GatewayMetrics
+from sms_gateway.phones import mask_phone
+from sms_gateway.ports import AcceptedInbound
+
+log = structlog.get_logger("sms_gateway.service")
+
+# Channels whose replies wait in the outbox for a sender; the others answer inline.
+QUEUED_CHANNELS = frozenset({"smpp"})
+
+# Outcomes whose replies a STOP silences: confirmations of what was booked.
+# Errors, confirm_needed and answers to commands are still sent (docs/subscribers.md).
+_SILENCED_BY_STOP = frozenset(
+    {
+        Outcome.ACCEPTED,
+        Outcome.ACCEPTED_NEXT_PERIOD,
+        Outcome.CORRECTED,
+        Outcome.CONFIRMED,
+        Outcome.DUPLICATE,
+    }
+)
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(slots=True)
+class _Outcome:
+    """What handling decided, before the reply text is composed."""
+
+    context: ReplyContext
+    account: str | None = None
+    silent: bool = False
+    booked: BookedReading | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+class GatewayService:
+    """The core pipeline: implements ports.InboundPipeline."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: SqlStore,
+        parser: MessageParser,
+        metrics: GatewayMetrics,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.parser = parser
+        self.metrics = metrics
+        self.clock = clock
+        self.timezone = ZoneInfo(settings.gateway.timezone)
+        self.rules = settings.rules
+        self.locale = settings.gateway.locale
+        self._reply_listeners: list[Callable[[str], None]] = []
+        self._account_pattern = re.compile(settings.gateway.account_pattern)
+
+    def on_reply_queued(self, listener: Callable[[str], None]) -> None:
+        """Call `listener(channel)` whenever a reply lands in the outbox."""
+        self._reply_listeners.append(listener)
+
+    # -- the pipeline ------------------------------------------------------
+
+    async def accept(self, inbound: InboundSms) -> AcceptedInbound:
+        async with self.store.transaction() as tx:
+            inbound_id, duplicate = await tx.insert_inbound(inbound)
+        return AcceptedInbound(inbound_id, inbound, duplicate)
+
+    async def handle(self, inbound: InboundSms) -> Reply:
+        return await self.process(await self.accept(inbound))
+
+    async def process(self, accepted: AcceptedInbound) -> Reply:
+        started = time.perf_counter()
+        inbound = accepted.inbound
+        parsed = self.parser.parse(inbound.text)
+        self.metrics.parse_seconds.observe(time.perf_counter() - started)
+        now = self.clock()
+        async with self.store.transaction() as tx:
+            if not await tx.claim_inbound(accepted.inbound_id):
+                outcome, text, reply_id = await tx.reply_for(accepted.inbound_id)
+                return Reply(
+                    Outcome(outcome) if outcome else Outcome.DUPLICATE,
+                    text,
+                    inbound_id=accepted.inbound_id,
+                    outbound_id=reply_id,
+                    extra={"redelivery": "true"},
+                )
+            decided = await self._decide(tx, inbound, parsed, now, accepted.inbound_id)
+            outcome = decided.context.outcome
+            text = None if decided.silent else compose_reply(decided.context, self.locale)
+            await tx.finish_inbound(accepted.inbound_id, outcome, decided.account, now)
+            reply_id = None
+            if text is not None:
+                queued = inbound.channel in QUEUED_CHANNELS
+                reply_id = await tx.insert_reply(
+                    inbound_id=accepted.inbound_id,
+                    inbound=inbound,
+                    text=text,
+                    outcome=outcome,
+                    account=decided.account,
+                    status="pending" if queued else "sent",
+                    now=now,
+                )
+        elapsed = time.perf_counter() - started
+        self.metrics.inbound_messages.labels(inbound.channel, outcome).inc()
+        self.metrics.handle_seconds.labels(inbound.channel).observe(elapsed)
+        if reply_id is not None and inbound.channel in QUEUED_CHANNELS:
+            for listener in self._reply_listeners:
+                listener(inbound.channel)
+        log.info(
+            "inbound_handled",
+            inbound_id=accepted.inbound_id,
+            channel=inbound.channel,
+            phone=mask_phone(inbound.phone),
+            outcome=str(outcome),
+            account=decided.account,
+            replied=text is not None,
+            parts=inbound.parts,
+            latency_ms=round(elapsed * 1000, 2),
+        )
+        return Reply(outcome, text, accepted.inbound_id, reply_id, decided.extra)
+
+    # -- deciding ----------------------------------------------------------
+
+    async def _decide(
+        self,
+        tx: StoreTransaction,
+        inbound: InboundSms,
+        parsed: ParsedMessage,
+        now: datetime,
+        inbound_id: int,
+    ) -> _Outcome:
+        phone = inbound.phone
+        limit = self.rules.rate_limit_per_phone_per_hour
+        hour_ago = now - timedelta(hours=1)
+        if await tx.count_inbound_since(phone, hour_ago) > limit:
+            already = await tx.replied_with_since(phone, Outcome.RATE_LIMITED, hour_ago)
+            return _Outcome(self._context(Outcome.RATE_LIMITED), silent=already)
+
+        if isinstance(parsed, ParseFailure):
+            return await self._unparsed(tx, phone, parsed)
+        if isinstance(parsed, ParsedCommand):
+            return await self._command(tx, phone, parsed, now)
+        decided = await self._readings(tx, inbound, parsed, now, inbound_id)
+        if decided.context.outcome in _SILENCED_BY_STOP and await tx.is_opted_out(phone):
+            decided.silent = True
+        return decided
+
+    def _context(self, outcome: Outcome, **kwargs: object) -> ReplyContext:
+        return ReplyContext(
+            outcome,
+            window_start_day=self.rules.window_start_day,
+            window_end_day=self.rules.window_end_day,
+            **kwargs,  # type: ignore[arg-type]
+        )
+
+    async def _phone_account(self, tx: StoreTransaction, phone: str) -> Account | None:
+        """The one account this phone is linked to, if exactly one."""
+        linked = await tx.accounts_for_phone(phone)
+        if len(linked) != 1:
+            return None
+        return (await tx.load_accounts(linked)).get(linked[0])
+
+    async def _unparsed(
+        self,
+        tx: StoreTransaction,
+        phone: str,
+        failure: ParseFailure,
+        account: Account | None = None,
+    ) -> _Outcome:
+        account = account or await self._phone_account(tx, phone)
+        context = self._context(
+            Outcome.UNPARSED,
+            failure=failure,
+            account=account.account if account else None,
+            meters=account.meters if account else (),
+        )
+        return _Outcome(context, account=account.account if account else None)
+
+    async def _command(
+        self, tx: StoreTransaction, phone: str, command: ParsedCommand, now: datetime
+    ) -> _Outcome:
+        if command.command is Command.HELP:
+            return _Outcome(self._context(Outcome.HELP))
+        if command.command is Command.STOP:
+            await tx.set_opted_out(phone, True, now)
+            return _Outcome(self._context(Outcome.OPTED_OUT))
+        if command.command is Command.START:
+            await tx.set_opted_out(phone, False, now)
+            return _Outcome(self._context(Outcome.OPTED_IN))
+
+        account: Account | None
+        if command.account is not None:
+            account = (await tx.load_accounts([command.account])).get(command.account)
+        else:
+            account = await self._phone_account(tx, phone)
+        if account is None:
+            return _Outcome(self._context(Outcome.UNKNOWN_ACCOUNT, account=command.account))
+        name = account.account
+
+        if command.command is Command.REGISTER:
+            meter = match_meter(account.meters, command.argument or "")
+            if meter is None or len(command.argument or "") < 4:
+                return _Outcome(
+                    self._context(
+                        Outcome.UNKNOWN_METER,
+                        account=name,
+                        meters=account.meters,
+                        meter_reference=command.argument,
+                    ),
+                    account=name,
+                )
+            await tx.bind_phone(name, phone, now)
+            return _Outcome(self._context(Outcome.REGISTERED, account=name), account=name)
+
+        # LAST: the reading history is the subscriber's own business.
+        if self.rules.require_registered_phone and phone not in account.phones:
+            return _Outcome(self._context(Outcome.PHONE_NOT_REGISTERED, account=name), account=name)
+        latest: BookedReading | None = None
+        for meter in account.meters:
+            reading = await tx.latest_reading(meter)
+            if reading is not None and (latest is None or reading.period > latest.period):
+                latest = reading
+        return _Outcome(
+            self._context(
+                Outcome.LAST_READING,
+                account=name,
+                meters=account.meters,
+                meter=latest.meter if latest else None,
+                last_period=latest.period if latest else None,
+                last_values=latest.values if latest else None,
+            ),
+            account=name,
+        )
+
+    async def _readings(
+        self,
+        tx: StoreTransaction,
+        inbound: InboundSms,
+        parsed: ParsedReadings,
+        now: datetime,
+        inbound_id: int,
+    ) -> _Outcome:
+        phone = inbound.phone
+        account, numbers, unknown = await self._resolve_account(tx, phone, parsed)
+        if account is None:
+            return _Outcome(self._context(Outcome.UNKNOWN_ACCOUNT, account=unknown))
+        name = account.account
+        if self.rules.require_registered_phone and phone not in account.phones:
+            return _Outcome(self._context(Outcome.PHONE_NOT_REGISTERED, account=name), account=name)
+
+        meter, numbers, meter_problem = self._resolve_meter(account, parsed, numbers)
+        if meter is None:
+            assert meter_problem is not None
+            return _Outcome(
+                self._context(
+                    meter_problem,
+                    account=name,
+                    meters=account.meters,
+                    meter_reference=parsed.meter_hint or (numbers[0] if numbers else None),
+                ),
+                account=name,
+            )
+        if not numbers and not parsed.labelled:
+            return await self._unparsed(
+                tx, phone, ParseFailure(ParseFailureReason.NO_READINGS), account
+            )
+        labelled = dict(parsed.labelled)
+        values = assign_zones(meter, tuple(int(n) for n in numbers), labelled)
+        if values is None:
+            return _Outcome(
+                self._context(Outcome.ZONE_COUNT, account=name, meter=meter, meters=account.meters),
+                account=name,
+            )
+
+        today = now.astimezone(self.timezone).date()
+        period = choose_period(today, self.rules)
+        target = period.period
+        previous = await tx.previous_reading(meter, target) if target else None
+        booked_in_period = await tx.reading_in_period(meter, target) if target else None
+        confirms = bool(target) and await tx.has_pending_confirmation(
+            phone, meter, values, now - timedelta(hours=24)
+        )
+        decision = evaluate_reading(
+            meter=meter,
+            values=values,
+            today=today,
+            policy=self.rules,
+            previous=previous,
+            booked_in_period=booked_in_period,
+            confirms_pending=confirms,
+            period=period,
+        )
+        booked = None
+        if decision.outcome is Outcome.CONFIRM_NEEDED:
+            await tx.add_pending_confirmation(phone, meter, values, now)
+        elif decision.status is not None and decision.period is not None:
+            booked = BookedReading(
+                meter=meter,
+                period=decision.period,
+                values=values,
+                status=decision.status,
+                submitted_at=now,
+                channel=inbound.channel,
+                phone=phone,
+                inbound_id=inbound_id,
+            )
+            await tx.book_reading(booked)
+            if confirms:
+                await tx.clear_pending_confirmations(phone, meter)
+        context = self._context(
+            decision.outcome, account=name, meter=meter, meters=account.meters, decision=decision
+        )
+        return _Outcome(context, account=name, booked=booked)
+
+    async def _resolve_account(
+        self, tx: StoreTransaction, phone: str, parsed: ParsedReadings
+    ) -> tuple[Account | None, tuple[str, ...], str | None]:
+        """(account, the numbers left once the account is taken out, unknown account named).
+
+        The account is the one the sender marked; else the first number when it
+        is a known account; else the only number that is a known account; else
+        the one account the phone is linked to, when no number looks like one.
+        """
+        if parsed.account_hint is not None:
+            found = await tx.load_accounts([parsed.account_hint])
+            return found.get(parsed.account_hint), parsed.numbers, parsed.account_hint
+        candidates = [n for n in parsed.numbers if self._account_pattern.fullmatch(n)]
+        if not candidates:
+            return await self._phone_account(tx, phone), parsed.numbers, None
+        known = await tx.load_accounts(candidates)
+        first = parsed.numbers[0]
+        if first in known:
+            return known[first], parsed.numbers[1:], None
+        known_positions = [i for i, n in enumerate(parsed.numbers) if n in known]
+        if len(known_positions) == 1:
+            index = known_positions[0]
+            rest = parsed.numbers[:index] + parsed.numbers[index + 1 :]
+            return known[parsed.numbers[index]], rest, None
+        return None, parsed.numbers, candidates[0]
+
+    @staticmethod
+    def _resolve_meter(
+        account: Account, parsed: ParsedReadings, numbers: tuple[str, ...]
+    ) -> tuple[Meter | None, tuple[str, ...], Outcome | None]:
+        """(meter, the reading numbers, or the outcome saying why no meter was chosen)."""
+        meters = account.meters
+        if parsed.meter_hint is not None:
+            meter = match_meter(meters, parsed.meter_hint)
+            return (meter, numbers, None) if meter else (None, numbers, Outcome.UNKNOWN_METER)
+        # A meter named by serial right after the account: "1234567833 #12345678 5450".
+        if numbers and len(numbers[0]) >= 4:
+            named = match_meter(meters, numbers[0])
+            expected = (named.zones if not parsed.labelled else 0) if named else 0
+            if named is not None and len(numbers) - 1 == expected:
+                return named, numbers[1:], None
+        if len(meters) == 1:
+            return meters[0], numbers, None
+        max_zones = max(m.zones for m in meters)
+        if numbers and len(numbers) > (0 if parsed.labelled else max_zones):
+            return None, numbers, Outcome.UNKNOWN_METER
+        return None, numbers, Outcome.METER_REQUIRED
