@@ -1,0 +1,671 @@
+"""The SMPP transport: MO in as deliver_sm, replies out as submit_sm, receipts recorded.
+
+One hop per step, all on the event loop (the link threads only move PDUs):
+
+    deliver_sm  -> decode (data_coding, UDH/SAR, message_payload) -> InboundSms
+                -> pipeline.accept()  (durable)  -> deliver_sm_resp ESME_ROK
+                   (cannot store / shutting down / too much in hand: ESME_RX_T_APPN)
+                -> pipeline.process() as its own task -> reply lands in the outbox
+    outbox      -> claim("smpp") -> encode + split -> submit_sm, windowed and paced
+                -> submit_sm_resp: mark_sent(message_id) | throttled: back off, retry
+                   | other error: mark_failed | no answer / link lost: release
+    receipt     -> outbox.record_delivery_status(message_id) -> deliver_sm_resp
+
+Exactly-once booking is the pipeline's job (unique external_id / dedupe_key); this
+adapter makes a redelivered MO carry the same identity as the first delivery.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import itertools
+import threading
+import time
+from collections.abc import Coroutine
+from datetime import UTC, datetime
+from typing import Any
+
+import phonenumbers
+import structlog
+from smpplib import consts
+
+from adapters.smpp.codec import (
+    ESM_MESSAGE_TYPE_MASK,
+    ESM_UDHI,
+    Concatenation,
+    MessageTooLong,
+    decode_text,
+    encode_reply,
+    split_udh,
+)
+from adapters.smpp.link import (
+    BindFailed,
+    Bound,
+    Connecting,
+    Delivered,
+    LinkDown,
+    LinkEvent,
+    SmppLink,
+    SubmitResult,
+)
+from adapters.smpp.pdus import (
+    TLV_MESSAGE_PAYLOAD,
+    TLV_RECEIPTED_MESSAGE_ID,
+    TLV_SAR_MSG_REF_NUM,
+    TLV_SAR_SEGMENT_SEQNUM,
+    TLV_SAR_TOTAL_SEGMENTS,
+    DeliverSm,
+    parse_receipt,
+    receipt_id_variants,
+)
+from adapters.smpp.reassembly import MemoryPartStore, MessagePart, PartGroup, PartStore, Reassembler
+from sms_gateway.config import SmppSettings
+from sms_gateway.domain.model import InboundSms
+from sms_gateway.errors import TemporaryFailure
+from sms_gateway.metrics import GatewayMetrics
+from sms_gateway.ports import AcceptedInbound, InboundPipeline, OutboundSms, Outbox
+
+log = structlog.get_logger("adapters.smpp")
+
+CHANNEL = "smpp"
+ESME_ROK = consts.SMPP_ESME_ROK
+ESME_RX_T_APPN = consts.SMPP_ESME_RX_T_APPN
+ESME_RTHROTTLED = consts.SMPP_ESME_RTHROTTLED
+ESME_RMSGQFUL = consts.SMPP_ESME_RMSGQFUL
+
+# A redelivery normally comes within minutes; the same text from the same phone inside
+# one bucket is the same message (a subscriber repeating a reading books nothing new
+# either way).
+DEDUPE_BUCKET_S = 600
+# Inbound messages being stored or processed at once; beyond this deliver_sm is
+# answered ESME_RX_T_APPN ("queue full") and the SMSC redelivers later.
+MAX_IN_HAND = 2000
+OUTBOX_POLL_S = 1.0
+HOUSEKEEPING_S = 0.1
+THROTTLE_MIN_S = 0.05
+THROTTLE_MAX_S = 5.0
+MAX_SEND_ATTEMPTS = 5
+
+
+_SubmitFuture = asyncio.Future[tuple[int | None, str | None]]
+
+
+class LinkLost(Exception):
+    """The submit_sm may or may not have reached the SMSC; the reply goes back to the outbox."""
+
+
+class SubmitTimeout(Exception):
+    """No submit_sm_resp within response_timeout_s."""
+
+
+class SubmitRejected(Exception):
+    def __init__(self, status: int) -> None:
+        description = consts.DESCRIPTIONS.get(status, "unknown status")
+        super().__init__(f"submit_sm_resp 0x{status:08x} {description}")
+        self.status = status
+
+
+def mask_phone(phone: str) -> str:
+    """+79161234567 -> +7916*****67: enough to correlate, not enough to call."""
+    if len(phone) <= 6:
+        return "*" * len(phone)
+    return phone[:5] + "*" * (len(phone) - 7) + phone[-2:]
+
+
+def normalize_phone(address: str, ton: int) -> str:
+    """The subscriber's number in E.164; an address that is no phone number stays as is."""
+    digits = address.lstrip("+")
+    if not digits.isdigit():
+        return address
+    if ton == 1 or address.startswith("+"):
+        return "+" + digits
+    try:
+        number = phonenumbers.parse(digits, "RU")
+    except phonenumbers.NumberParseException:
+        return "+" + digits
+    if not phonenumbers.is_possible_number(number):
+        return "+" + digits
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def dedupe_key(source: str, destination: str, text: str, received_at: datetime) -> str:
+    bucket = int(received_at.timestamp()) // DEDUPE_BUCKET_S
+    material = f"{source}\x1f{destination}\x1f{text}\x1f{bucket}".encode()
+    return "smpp:" + hashlib.sha256(material).hexdigest()[:40]
+
+
+class _Pacer:
+    """Spaces submit_sm at most `rate` per second (reservations, so concurrent senders
+    queue behind each other instead of bursting)."""
+
+    def __init__(self, rate: float) -> None:
+        self.interval = 1.0 / rate
+        self.next_at = 0.0
+
+    async def acquire(self) -> None:
+        now = time.monotonic()
+        at = max(self.next_at, now)
+        self.next_at = at + self.interval
+        if at > now:
+            await asyncio.sleep(at - now)
+
+
+class SmppAdapter:
+    """The ESME: binds to the operator's SMSC and moves MO and replies for one short number."""
+
+    def __init__(
+        self,
+        settings: SmppSettings,
+        short_number: str,
+        pipeline: InboundPipeline,
+        outbox: Outbox,
+        metrics: GatewayMetrics | None = None,
+        *,
+        part_store: PartStore | None = None,
+    ) -> None:
+        self.settings = settings
+        self.short_number = short_number
+        self.pipeline = pipeline
+        self.outbox = outbox
+        self.metrics = metrics
+        self.part_store: PartStore = part_store or MemoryPartStore()
+        self.state = "disabled" if not settings.enabled else "stopped"
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: int | None = None
+        self._links: list[SmppLink] = []
+        self._link_state: dict[SmppLink, str] = {}
+        self._link_session: dict[SmppLink, int] = {}
+        self._stopping = False
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._inbound_tasks: set[asyncio.Task[Any]] = set()
+        self._send_tasks: set[asyncio.Task[Any]] = set()
+        self._background: list[asyncio.Task[Any]] = []
+        self._outbox_event = asyncio.Event()
+        self._outbox_idle = False
+        self._pending: dict[int, tuple[_SubmitFuture, SmppLink]] = {}
+        self._tokens = itertools.count(1)
+        self._window = asyncio.Semaphore(max(1, settings.window))
+        self._pacer = _Pacer(settings.max_send_rate)
+        self._throttled_until = 0.0
+        self._throttle_delay = THROTTLE_MIN_S
+        self._reference = itertools.count(int(time.time()) & 0xFF)
+        self._reassembler = Reassembler(settings.reassembly_timeout_s)
+        self._mo_id_tlv: int = int(getattr(settings, "mo_id_tlv", 0) or 0)
+
+    # ---- lifecycle -------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start binding (in the background: a dead SMSC does not block start-up)."""
+        if not self.settings.enabled:
+            self.state = "disabled"
+            return
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        self._loop_thread = threading.get_ident()
+        self._stopping = False
+        for part in await self.part_store.load():
+            self._reassembler.add(part)
+        modes = (
+            ["transceiver"]
+            if self.settings.bind == "transceiver"
+            else ["receiver", "transmitter"]
+        )
+        self._links = [SmppLink(self.settings, mode, loop, self._on_link_events) for mode in modes]
+        for link in self._links:
+            self._link_state[link] = "connecting"
+        self.state = "connecting"
+        for link in self._links:
+            link.start()
+        self._background = [
+            asyncio.create_task(self._send_loop(), name="smpp-sender"),
+            asyncio.create_task(self._housekeeping(), name="smpp-housekeeping"),
+        ]
+
+    async def stop(self, deadline_s: float) -> None:
+        """Graceful stop: refuse new MO, finish what is in hand, flush the outbox, unbind."""
+        if not self._links:
+            return
+        deadline = time.monotonic() + deadline_s
+        self._stopping = True
+        self.state = "stopping"
+        log.info("smpp.stopping", deadline_s=deadline_s, in_hand=len(self._inbound_tasks))
+        if self._inbound_tasks:
+            await asyncio.wait(set(self._inbound_tasks), timeout=_remaining(deadline))
+        self._outbox_idle = False
+        self.notify_outbox()
+        while _remaining(deadline) > 0 and self._transmit_link() is not None:
+            if self._outbox_idle and not self._send_tasks:
+                break
+            await asyncio.sleep(0.02)
+        for task in self._background:
+            task.cancel()
+        for task in list(self._send_tasks) + list(self._inbound_tasks):
+            task.cancel()
+        await asyncio.gather(
+            *self._background, *self._send_tasks, *self._inbound_tasks, return_exceptions=True
+        )
+        unbind_timeout = max(_remaining(deadline), min(self.settings.response_timeout_s, 2.0))
+        await asyncio.gather(*(link.stop(unbind_timeout) for link in self._links))
+        self._links = []
+        self.state = "unbound"
+        if self.metrics is not None:
+            self.metrics.smpp_bound.set(0)
+        log.info("smpp.stopped")
+
+    def notify_outbox(self) -> None:
+        """A reply was queued: send now rather than at the next poll. Any thread may call."""
+        loop = self._loop
+        if loop is None:
+            return
+        if threading.get_ident() == self._loop_thread:
+            self._outbox_event.set()
+        else:
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(self._outbox_event.set)
+
+    def enquire_link(self) -> None:
+        """Probe every link with an enquire_link now."""
+        for link in self._links:
+            link.enquire_link()
+
+    # ---- events from the link threads ------------------------------------------------
+
+    def _on_link_events(self, link: SmppLink, events: list[LinkEvent]) -> None:
+        for event in events:
+            if isinstance(event, Delivered):
+                self._on_deliver(link, event)
+            elif isinstance(event, SubmitResult):
+                entry = self._pending.pop(event.token, None)
+                if entry is not None and not entry[0].done():
+                    entry[0].set_result((event.status, event.message_id))
+            elif isinstance(event, Bound):
+                self._link_session[link] = event.session
+                self._set_link_state(link, "bound")
+                if self.metrics is not None:
+                    self.metrics.smpp_binds.labels(mode=link.mode).inc()
+                log.info("smpp.bound", link=link.mode, host=self.settings.host,
+                         port=self.settings.port, system_id=self.settings.system_id)
+                self._outbox_event.set()
+            elif isinstance(event, LinkDown):
+                self._set_link_state(link, "connecting" if not self._stopping else "unbound")
+                self._fail_pending(link, event.reason)
+                if event.clean:
+                    log.info("smpp.unbound", link=link.mode, reason=event.reason)
+                else:
+                    log.warning("smpp.link_down", link=link.mode, reason=event.reason,
+                                in_flight=len(event.tokens))
+            elif isinstance(event, Connecting):
+                if event.attempt > 1 and self.metrics is not None:
+                    self.metrics.smpp_reconnects.inc()
+                log.info("smpp.connecting", link=link.mode, attempt=event.attempt,
+                         host=self.settings.host, port=self.settings.port)
+            elif isinstance(event, BindFailed):
+                self._set_link_state(link, "connecting")
+                log.warning("smpp.bind_failed", link=link.mode, attempt=event.attempt,
+                            error=event.error, retry_in_s=event.retry_in_s)
+
+    def _set_link_state(self, link: SmppLink, state: str) -> None:
+        self._link_state[link] = state
+        bound = all(s == "bound" for s in self._link_state.values())
+        if self.metrics is not None:
+            self.metrics.smpp_bound.set(1 if bound else 0)
+        if self._stopping:
+            return
+        self.state = "bound" if bound else "connecting"
+
+    def _fail_pending(self, link: SmppLink, reason: str) -> None:
+        for token, (future, owner) in list(self._pending.items()):
+            if owner is link:
+                del self._pending[token]
+                if not future.done():
+                    future.set_exception(LinkLost(reason))
+
+    def _on_deliver(self, link: SmppLink, event: Delivered) -> None:
+        if self._stopping:
+            link.respond(event.session, event.deliver.sequence, ESME_RX_T_APPN)
+            return
+        if len(self._inbound_tasks) >= MAX_IN_HAND:
+            log.warning("smpp.mo_deferred", reason="too many messages in hand")
+            link.respond(event.session, event.deliver.sequence, ESME_RX_T_APPN)
+            return
+        self._spawn(self._handle_deliver(link, event), self._inbound_tasks)
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, Any], group: set[asyncio.Task[Any]]) -> None:
+        task = asyncio.create_task(coroutine)
+        group.add(task)
+        task.add_done_callback(group.discard)
+
+    # ---- inbound ---------------------------------------------------------------------
+
+    async def _handle_deliver(self, link: SmppLink, event: Delivered) -> None:
+        deliver = event.deliver
+        if deliver.esm_class & ESM_MESSAGE_TYPE_MASK:
+            await self._handle_receipt(link, event)
+            return
+        user_data = deliver.short_message or deliver.tlvs.get(TLV_MESSAGE_PAYLOAD, b"")
+        concatenation: Concatenation | None = None
+        if deliver.esm_class & ESM_UDHI:
+            concatenation, user_data = split_udh(user_data)
+        else:
+            concatenation = _sar(deliver)
+        phone = normalize_phone(deliver.source_addr, deliver.source_addr_ton)
+        received_at = datetime.now(UTC)
+        external_id = self._external_id(deliver)
+        if concatenation is not None and concatenation.total > 1:
+            part = MessagePart(
+                group_key=":".join(
+                    (concatenation.kind, deliver.source_addr, deliver.destination_addr,
+                     str(concatenation.reference), str(concatenation.total))
+                ),
+                source_addr=deliver.source_addr,
+                destination_addr=deliver.destination_addr,
+                phone=phone,
+                reference=concatenation.reference,
+                total=concatenation.total,
+                sequence=concatenation.sequence,
+                data_coding=deliver.data_coding,
+                body=user_data,
+                received_at=received_at,
+                external_id=external_id,
+            )
+            await self._handle_part(link, event, part)
+            return
+        text = decode_text(user_data, deliver.data_coding, self.settings.dcs0_charset)
+        inbound = InboundSms(
+            channel=CHANNEL,
+            phone=phone,
+            short_number=self.short_number,
+            text=text,
+            received_at=received_at,
+            external_id=external_id,
+            dedupe_key=None if external_id else dedupe_key(
+                deliver.source_addr, deliver.destination_addr, text, received_at
+            ),
+        )
+        accepted = await self._accept(inbound)
+        if accepted is None:
+            link.respond(event.session, deliver.sequence, ESME_RX_T_APPN)
+            return
+        link.respond(event.session, deliver.sequence, ESME_ROK)
+        await self._process(accepted, event.received_at)
+
+    def _external_id(self, deliver: DeliverSm) -> str | None:
+        if self._mo_id_tlv and deliver.tlvs.get(self._mo_id_tlv):
+            value = deliver.tlvs[self._mo_id_tlv].split(b"\x00", 1)[0]
+            return value.decode("latin-1") or None
+        return deliver.tlv_text(TLV_RECEIPTED_MESSAGE_ID)
+
+    async def _accept(self, inbound: InboundSms) -> AcceptedInbound | None:
+        try:
+            return await self.pipeline.accept(inbound)
+        except TemporaryFailure as exc:
+            log.warning("smpp.mo_deferred", reason=str(exc), phone=mask_phone(inbound.phone))
+        except Exception:
+            # Whatever went wrong, the message is not stored: it must not be acked.
+            log.exception("smpp.mo_accept_failed", phone=mask_phone(inbound.phone))
+        return None
+
+    async def _process(self, accepted: AcceptedInbound, received: float) -> None:
+        inbound = accepted.inbound
+        try:
+            reply = await self.pipeline.process(accepted)
+        except Exception:
+            log.exception("smpp.mo_process_failed", inbound_id=accepted.inbound_id,
+                          phone=mask_phone(inbound.phone))
+            return
+        self._outbox_event.set()
+        log.info(
+            "smpp.mo",
+            outcome=str(reply.outcome),
+            inbound_id=accepted.inbound_id,
+            duplicate=accepted.duplicate,
+            parts=inbound.parts,
+            incomplete=inbound.incomplete,
+            reply=reply.text is not None,
+            latency_ms=round((time.monotonic() - received) * 1000, 1),
+            phone=mask_phone(inbound.phone),
+        )
+
+    async def _handle_part(self, link: SmppLink, event: Delivered, part: MessagePart) -> None:
+        if self._reassembler.recently_finished(part.group_key):
+            # A late redelivery of a part of a message already handed on.
+            link.respond(event.session, event.deliver.sequence, ESME_ROK)
+            return
+        try:
+            await self.part_store.save(part)
+        except Exception as exc:
+            log.warning("smpp.mo_deferred", reason=f"part not stored: {exc}",
+                        phone=mask_phone(part.phone))
+            link.respond(event.session, event.deliver.sequence, ESME_RX_T_APPN)
+            return
+        link.respond(event.session, event.deliver.sequence, ESME_ROK)
+        group = self._reassembler.add(part)
+        if group.complete and not group.handing_on:
+            await self._hand_on(group, received=event.received_at)
+
+    async def _hand_on(self, group: PartGroup, received: float) -> None:
+        """Accept the joined message (complete, or incomplete after the timeout)."""
+        group.handing_on = True
+        parts = group.ordered()
+        first = parts[0]
+        incomplete = not group.complete
+        text = decode_text(
+            b"".join(part.body for part in parts), first.data_coding, self.settings.dcs0_charset
+        )
+        external_id = next(
+            (part.external_id for part in parts if part.sequence == 1 and part.external_id), None
+        )
+        inbound = InboundSms(
+            channel=CHANNEL,
+            phone=first.phone,
+            short_number=self.short_number,
+            text=text,
+            received_at=first.received_at,
+            external_id=external_id,
+            dedupe_key=None if external_id else dedupe_key(
+                first.source_addr, first.destination_addr, f"{group.key}\x1f{text}",
+                first.received_at,
+            ),
+            parts=group.total,
+            incomplete=incomplete,
+        )
+        accepted = await self._accept(inbound)
+        if accepted is None:
+            # The parts are acked and held; housekeeping retries in about a second.
+            group.handing_on = False
+            group.first_seen = time.monotonic() - self._reassembler.timeout_s + 1.0
+            return
+        self._reassembler.finish(group.key)
+        try:
+            await self.part_store.discard(group.key)
+        except Exception:
+            log.exception("smpp.parts_discard_failed")
+        if incomplete:
+            log.warning("smpp.mo_incomplete", parts=group.total,
+                        arrived=sorted(group.parts), phone=mask_phone(first.phone))
+        await self._process(accepted, received)
+
+    async def _handle_receipt(self, link: SmppLink, event: Delivered) -> None:
+        receipt = parse_receipt(event.deliver)
+        if receipt is None:
+            log.warning("smpp.receipt_unreadable", esm_class=event.deliver.esm_class)
+            link.respond(event.session, event.deliver.sequence, ESME_ROK)
+            return
+        matched = False
+        try:
+            for message_id in receipt_id_variants(receipt.message_id):
+                if await self.outbox.record_delivery_status(
+                    message_id, receipt.status, receipt.error
+                ):
+                    matched = True
+                    break
+        except Exception as exc:
+            log.warning("smpp.receipt_deferred", reason=str(exc))
+            link.respond(event.session, event.deliver.sequence, ESME_RX_T_APPN)
+            return
+        link.respond(event.session, event.deliver.sequence, ESME_ROK)
+        log.info("smpp.receipt", message_id=receipt.message_id, status=receipt.status,
+                 error=receipt.error, matched=matched)
+
+    # ---- outbound --------------------------------------------------------------------
+
+    def _transmit_link(self) -> SmppLink | None:
+        for link in self._links:
+            if link.transmits and self._link_state.get(link) == "bound":
+                return link
+        return None
+
+    async def _send_loop(self) -> None:
+        max_in_flight = max(2, self.settings.window * 2)
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._outbox_event.wait(), OUTBOX_POLL_S)
+            self._outbox_event.clear()
+            while self._transmit_link() is not None:
+                free = max_in_flight - len(self._send_tasks)
+                if free <= 0:
+                    break  # a finishing send sets the event again
+                try:
+                    batch = await self.outbox.claim(CHANNEL, free)
+                except Exception as exc:
+                    log.warning("smpp.outbox_unavailable", error=str(exc))
+                    break
+                if not batch:
+                    self._outbox_idle = True
+                    break
+                self._outbox_idle = False
+                for outbound in batch:
+                    self._spawn(self._send(outbound), self._send_tasks)
+
+    async def _send(self, outbound: OutboundSms) -> None:
+        started = time.monotonic()
+        try:
+            try:
+                encoded = encode_reply(outbound.text, next(self._reference))
+            except MessageTooLong as exc:
+                await self._failed(outbound, str(exc))
+                return
+            destination = outbound.phone.lstrip("+")
+            international = outbound.phone.startswith("+")
+            message_ids: list[str | None] = []
+            for body in encoded.bodies:
+                params = {
+                    "source_addr_ton": self.settings.source_addr_ton,
+                    "source_addr_npi": self.settings.source_addr_npi,
+                    "source_addr": outbound.short_number or self.short_number,
+                    "dest_addr_ton": 1 if international else 0,
+                    "dest_addr_npi": 1,
+                    "destination_addr": destination,
+                    "esm_class": encoded.esm_class,
+                    "data_coding": encoded.data_coding,
+                    "registered_delivery": 1,
+                    "short_message": body,
+                }
+                message_ids.append(await self._submit(params))
+            await self.outbox.mark_sent(outbound.id, message_ids[0])
+            if self.metrics is not None:
+                self.metrics.replies.labels(channel=CHANNEL, result="sent").inc()
+            log.info("smpp.reply_sent", outbound_id=outbound.id, parts=len(encoded.bodies),
+                     message_id=message_ids[0], phone=mask_phone(outbound.phone),
+                     latency_ms=round((time.monotonic() - started) * 1000, 1))
+        except SubmitRejected as exc:
+            await self._failed(outbound, str(exc))
+        except (LinkLost, SubmitTimeout) as exc:
+            error = str(exc) or type(exc).__name__
+            if outbound.attempts >= MAX_SEND_ATTEMPTS:
+                await self._failed(outbound, f"gave up after {outbound.attempts} attempts: {error}")
+            else:
+                await self._release(outbound, error)
+        except asyncio.CancelledError:
+            await self._release(outbound, "shutdown before the reply was confirmed")
+            raise
+        finally:
+            self._outbox_event.set()
+
+    async def _failed(self, outbound: OutboundSms, error: str) -> None:
+        log.warning("smpp.reply_failed", outbound_id=outbound.id, error=error,
+                    phone=mask_phone(outbound.phone))
+        if self.metrics is not None:
+            self.metrics.replies.labels(channel=CHANNEL, result="failed").inc()
+        with contextlib.suppress(Exception):
+            await self.outbox.mark_failed(outbound.id, error)
+
+    async def _release(self, outbound: OutboundSms, error: str) -> None:
+        log.info("smpp.reply_deferred", outbound_id=outbound.id, error=error)
+        try:
+            await self.outbox.release(outbound.id, error)
+        except Exception:
+            log.exception("smpp.outbox_release_failed", outbound_id=outbound.id)
+
+    async def _submit(self, params: dict[str, Any]) -> str | None:
+        """One submit_sm, retried while the SMSC throttles; returns its message_id."""
+        loop = asyncio.get_running_loop()
+        while True:
+            delay = self._throttled_until - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            await self._pacer.acquire()
+            async with self._window:
+                link = self._transmit_link()
+                if link is None:
+                    raise LinkLost("not bound")
+                token = next(self._tokens)
+                future: _SubmitFuture = loop.create_future()
+                self._pending[token] = (future, link)
+                link.submit(token, params)
+                try:
+                    status, message_id = await future
+                finally:
+                    self._pending.pop(token, None)
+            if status is None:
+                self._throttle()
+                raise SubmitTimeout("no submit_sm_resp in time")
+            if status == ESME_ROK:
+                self._throttle_delay = THROTTLE_MIN_S
+                return message_id
+            if status in (ESME_RTHROTTLED, ESME_RMSGQFUL):
+                if self.metrics is not None:
+                    self.metrics.smpp_throttles.inc()
+                self._throttle()
+                continue
+            raise SubmitRejected(status)
+
+    def _throttle(self) -> None:
+        """Pause all sending; each throttle in a row doubles the pause."""
+        now = time.monotonic()
+        if self._throttled_until <= now:
+            self._throttled_until = now + self._throttle_delay
+            log.info("smpp.throttled", pause_s=self._throttle_delay)
+            self._throttle_delay = min(self._throttle_delay * 2, THROTTLE_MAX_S)
+
+    # ---- housekeeping ----------------------------------------------------------------
+
+    async def _housekeeping(self) -> None:
+        next_poll = time.monotonic() + OUTBOX_POLL_S
+        while True:
+            await asyncio.sleep(HOUSEKEEPING_S)
+            now = time.monotonic()
+            if now >= next_poll:
+                next_poll = now + OUTBOX_POLL_S
+                self._outbox_event.set()  # replies left from before a restart
+            if self._stopping:
+                continue
+            for group in self._reassembler.expired(now):
+                await self._hand_on(group, received=group.first_seen)
+
+
+def _sar(deliver: DeliverSm) -> Concatenation | None:
+    reference = deliver.tlv_int(TLV_SAR_MSG_REF_NUM)
+    total = deliver.tlv_int(TLV_SAR_TOTAL_SEGMENTS)
+    sequence = deliver.tlv_int(TLV_SAR_SEGMENT_SEQNUM)
+    if reference is None or total is None or sequence is None:
+        return None
+    if not 1 <= sequence <= total:
+        return None
+    return Concatenation("sar", reference, total, sequence)
+
+
+def _remaining(deadline: float) -> float:
+    return max(0.0, deadline - time.monotonic())

@@ -1,0 +1,428 @@
+"""One SMPP bind owned by one thread: connect, bind, read, write, keep alive, reconnect.
+
+smpplib's Client is blocking and not thread-safe, so each `SmppLink` runs its Client
+in its own thread and nothing else touches it. The asyncio side talks to the thread
+through a command queue plus a socketpair that wakes its `select`, and hears back
+through `loop.call_soon_threadsafe` with batches of events (one call per chunk read
+from the socket, not one per PDU, so a burst does not flood the loop's self-pipe).
+
+smpplib is used for connect/bind, building and parsing PDUs and sending them. The
+read loop is our own: `Client.listen()` blocks in `recv` and cannot also wait for the
+command queue, and its `_message_received` answers deliver_sm synchronously, while we
+must answer only once the asyncio side has stored the message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import queue
+import select
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from smpplib import client as smpplib_client
+from smpplib import consts, exceptions, smpp
+
+from adapters.smpp.pdus import DeliverSm, PduParseError, frame_length, parse_deliver_sm, parse_other
+from sms_gateway.config import SmppSettings
+
+log = structlog.get_logger("adapters.smpp.link")
+
+ESME_ROK = consts.SMPP_ESME_ROK
+ESME_RINVCMDID = consts.SMPP_ESME_RINVCMDID
+ESME_RX_P_APPN = consts.SMPP_ESME_RX_P_APPN
+GENERIC_NACK = 0x80000000
+MAX_PDU = 65536
+
+
+# Events the link thread reports, delivered on the event loop in batches.
+@dataclass(frozen=True, slots=True)
+class Bound:
+    session: int
+
+
+@dataclass(frozen=True, slots=True)
+class Connecting:
+    attempt: int
+
+
+@dataclass(frozen=True, slots=True)
+class BindFailed:
+    attempt: int
+    error: str
+    retry_in_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class Delivered:
+    session: int
+    deliver: DeliverSm
+    received_at: float  # time.monotonic()
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitResult:
+    token: int
+    status: int | None  # None: no submit_sm_resp within the response timeout
+    message_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class LinkDown:
+    session: int
+    reason: str
+    tokens: tuple[int, ...]  # submit_sm sent on this session and never answered
+    clean: bool  # True after our own unbind on shutdown
+
+
+LinkEvent = Bound | Connecting | BindFailed | Delivered | SubmitResult | LinkDown
+
+
+class _Stop(Exception):
+    """Raised inside the thread to leave the session loop."""
+
+    def __init__(self, reason: str, clean: bool = False) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.clean = clean
+
+
+class SmppLink:
+    """A bind (transceiver, receiver or transmitter) and the thread that owns it."""
+
+    def __init__(
+        self,
+        settings: SmppSettings,
+        mode: str,
+        loop: asyncio.AbstractEventLoop,
+        on_events: Callable[[SmppLink, list[LinkEvent]], None],
+    ) -> None:
+        self.settings = settings
+        self.mode = mode  # "transceiver" | "receiver" | "transmitter"
+        self.loop = loop
+        self._on_events = on_events
+        self._commands: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._wake_pending = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"smpp-{mode}", daemon=True)
+        self._finished: asyncio.Future[None] = loop.create_future()
+        self._client: smpplib_client.Client | None = None
+        self._session = 0
+        self._outstanding: dict[int, tuple[int, float]] = {}  # sequence -> (token, deadline)
+        self._events: list[LinkEvent] = []
+
+    @property
+    def receives(self) -> bool:
+        return self.mode in ("transceiver", "receiver")
+
+    @property
+    def transmits(self) -> bool:
+        return self.mode in ("transceiver", "transmitter")
+
+    # ---- called from the event loop --------------------------------------------------
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def respond(self, session: int, sequence: int, status: int) -> None:
+        """Queue the deliver_sm_resp for a deliver_sm read in `session`."""
+        self._command(("resp", session, sequence, status))
+
+    def submit(self, token: int, params: dict[str, Any]) -> None:
+        """Queue a submit_sm; its outcome comes back as SubmitResult(token)."""
+        self._command(("submit", token, params))
+
+    def enquire_link(self) -> None:
+        """Send an enquire_link now (tests and operators use it to probe the link)."""
+        self._command(("enquire_link",))
+
+    async def stop(self, timeout_s: float) -> None:
+        """Unbind cleanly (waiting up to timeout_s for unbind_resp) and end the thread."""
+        self._stop.set()
+        self._command(("unbind",))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self._finished), timeout_s + 1.0)
+        if not self._finished.done():
+            self._command(("close",))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._finished), 2.0)
+
+    def _command(self, command: tuple[Any, ...]) -> None:
+        self._commands.put(command)
+        if not self._wake_pending:
+            # A lost race only costs one spare wake-up byte.
+            self._wake_pending = True
+            with contextlib.suppress(BlockingIOError, OSError):
+                self._wake_w.send(b"\x00")
+
+    # ---- the thread ------------------------------------------------------------------
+
+    def _post(self, *events: LinkEvent) -> None:
+        self._events.extend(events)
+
+    def _flush(self) -> None:
+        if not self._events:
+            return
+        events, self._events = self._events, []
+        # RuntimeError: the loop is closed, the adapter is gone.
+        with contextlib.suppress(RuntimeError):
+            self.loop.call_soon_threadsafe(self._on_events, self, events)
+
+    def _run(self) -> None:
+        settings = self.settings
+        delay = settings.reconnect_min_s
+        attempt = 0
+        try:
+            while not self._stop.is_set():
+                attempt += 1
+                self._post(Connecting(attempt))
+                self._flush()
+                try:
+                    self._connect_and_bind()
+                except (exceptions.ConnectionError, exceptions.PDUError, OSError) as exc:
+                    self._disconnect()
+                    error = _describe(exc)
+                    self._post(BindFailed(attempt, error, delay))
+                    self._flush()
+                    if self._stop.wait(delay):
+                        break
+                    delay = min(delay * 2, settings.reconnect_max_s)
+                    continue
+                attempt = 0
+                delay = settings.reconnect_min_s
+                self._session += 1
+                self._post(Bound(self._session))
+                self._flush()
+                try:
+                    self._serve()
+                except _Stop as stop:
+                    reason, clean = stop.reason, stop.clean
+                except (exceptions.ConnectionError, OSError) as exc:
+                    reason, clean = f"connection lost: {_describe(exc)}", False
+                self._disconnect()
+                tokens = tuple(token for token, _ in self._outstanding.values())
+                self._outstanding.clear()
+                self._post(LinkDown(self._session, reason, tokens, clean))
+                self._flush()
+                if clean or self._stop.is_set():
+                    break
+                # A lost link waits before reconnecting too, so a flapping SMSC is not
+                # hammered; the delay grows if the next bind fails as well.
+                if self._stop.wait(delay):
+                    break
+        finally:
+            self._disconnect()
+            self._wake_r.close()
+            with contextlib.suppress(RuntimeError):
+                self.loop.call_soon_threadsafe(_set_done, self._finished)
+
+    def _connect_and_bind(self) -> None:
+        settings = self.settings
+        client = smpplib_client.Client(
+            settings.host,
+            settings.port,
+            timeout=settings.response_timeout_s,
+            logger_name=f"smpplib.client.{self.mode}",
+            allow_unknown_opt_params=True,
+        )
+        # smpplib logs every PDU as a hex dump at DEBUG: phone numbers and texts.
+        # Pinned at INFO whatever the root logger says.
+        client.logger.setLevel(logging.INFO)
+        self._client = client
+        client.connect()
+        bind = {
+            "transceiver": client.bind_transceiver,
+            "receiver": client.bind_receiver,
+            "transmitter": client.bind_transmitter,
+        }[self.mode]
+        bind(
+            system_id=settings.system_id,
+            password=settings.password,
+            system_type=settings.system_type,
+        )
+
+    def _disconnect(self) -> None:
+        client, self._client = self._client, None
+        if client is None:
+            return
+        # disconnect() warns when still "bound"; the session is over either way.
+        client.state = consts.SMPP_CLIENT_STATE_OPEN
+        with contextlib.suppress(OSError):
+            client.disconnect()
+
+    def _serve(self) -> None:
+        client = self._client
+        assert client is not None
+        sock = client._socket  # smpplib keeps it private; we only select() and recv() on it
+        assert sock is not None
+        settings = self.settings
+        buffer = bytearray()
+        now = time.monotonic()
+        next_enquire = now + settings.enquire_link_s
+        enquire_deadline: float | None = None
+        unbind_deadline: float | None = None
+        if self._stop.is_set():
+            unbind_deadline = self._send_unbind(client)
+        while True:
+            now = time.monotonic()
+            wake_at = next_enquire
+            for deadline in (enquire_deadline, unbind_deadline):
+                if deadline is not None:
+                    wake_at = min(wake_at, deadline)
+            if self._outstanding:
+                # Oldest first: dict order is send order and deadlines only grow.
+                wake_at = min(wake_at, next(iter(self._outstanding.values()))[1])
+            timeout = min(max(wake_at - now, 0.0), 1.0)
+            readable, _, _ = select.select([sock, self._wake_r], [], [], timeout)
+            if self._wake_r in readable:
+                with contextlib.suppress(BlockingIOError):
+                    self._wake_r.recv(4096)
+            self._wake_pending = False
+            while True:
+                try:
+                    command = self._commands.get_nowait()
+                except queue.Empty:
+                    break
+                kind = command[0]
+                if kind == "resp":
+                    _, session, sequence, status = command
+                    if session == self._session:
+                        self._send_response("deliver_sm_resp", sequence, status)
+                elif kind == "submit":
+                    _, token, params = command
+                    pdu = smpp.make_pdu("submit_sm", client=client, **params)
+                    client.send_pdu(pdu)
+                    self._outstanding[pdu.sequence] = (
+                        token,
+                        time.monotonic() + settings.response_timeout_s,
+                    )
+                elif kind == "enquire_link":
+                    client.send_pdu(smpp.make_pdu("enquire_link", client=client))
+                    enquire_deadline = time.monotonic() + settings.response_timeout_s
+                elif kind == "unbind" and unbind_deadline is None:
+                    unbind_deadline = self._send_unbind(client)
+                elif kind == "close":
+                    raise _Stop("closed without unbind_resp", clean=True)
+            if sock in readable:
+                data = sock.recv(MAX_PDU)
+                if not data:
+                    raise _Stop("connection closed by the SMSC")
+                buffer += data
+                now = time.monotonic()
+                next_enquire = now + settings.enquire_link_s
+                position = 0
+                while True:
+                    length = frame_length(buffer, position)
+                    if length is None or len(buffer) - position < length:
+                        break
+                    if length < 16 or length > MAX_PDU:
+                        raise _Stop(f"framing error: command_length {length}")
+                    raw = bytes(buffer[position : position + length])
+                    position += length
+                    outcome = self._handle(client, raw, now, unbind_deadline is not None)
+                    if outcome == "enquire_link_resp":
+                        enquire_deadline = None
+                del buffer[:position]
+            now = time.monotonic()
+            if unbind_deadline is not None and now >= unbind_deadline:
+                raise _Stop("no unbind_resp in time", clean=True)
+            if enquire_deadline is not None and now >= enquire_deadline:
+                raise _Stop("enquire_link not answered in time")
+            if enquire_deadline is None and now >= next_enquire and unbind_deadline is None:
+                client.send_pdu(smpp.make_pdu("enquire_link", client=client))
+                enquire_deadline = now + settings.response_timeout_s
+                next_enquire = now + settings.enquire_link_s
+            while self._outstanding:
+                sequence, (token, deadline) = next(iter(self._outstanding.items()))
+                if deadline > now:
+                    break
+                del self._outstanding[sequence]
+                self._post(SubmitResult(token, None, None))
+            self._flush()
+
+    def _send_unbind(self, client: smpplib_client.Client) -> float:
+        client.send_pdu(smpp.make_pdu("unbind", client=client))
+        return time.monotonic() + self.settings.response_timeout_s
+
+    def _send_response(self, command: str, sequence: int, status: int) -> None:
+        client = self._client
+        assert client is not None
+        pdu = smpp.make_pdu(command, client=client, status=status)
+        pdu.sequence = sequence  # smpplib would otherwise stamp its own next sequence
+        client.send_pdu(pdu)
+
+    def _send_generic_nack(self, sequence: int, status: int) -> None:
+        client = self._client
+        assert client is not None
+        pdu = smpp.make_pdu("generic_nack", client=client, status=status)
+        pdu.sequence = sequence
+        client.send_pdu(pdu)
+
+    def _handle(
+        self, client: smpplib_client.Client, raw: bytes, now: float, unbinding: bool
+    ) -> str:
+        command_id = int.from_bytes(raw[4:8], "big")
+        if command_id == 0x00000005:  # deliver_sm: the hot path, parsed without detours
+            try:
+                deliver = parse_deliver_sm(raw, client)
+            except PduParseError as exc:
+                log.error("smpp.deliver_sm_unreadable", error=str(exc), link=self.mode)
+                self._send_response("deliver_sm_resp", exc.sequence, ESME_RX_P_APPN)
+                return "deliver_sm"
+            self._post(Delivered(self._session, deliver, now))
+            return "deliver_sm"
+        try:
+            pdu: Any = parse_other(raw, client)
+        except PduParseError as exc:
+            log.warning("smpp.pdu_unreadable", error=str(exc), link=self.mode)
+            if not exc.command_id & 0x80000000:
+                self._send_generic_nack(exc.sequence, ESME_RINVCMDID)
+            return "unknown"
+        command = pdu.command
+        if command == "submit_sm_resp" or command == "generic_nack":
+            entry = self._outstanding.pop(pdu.sequence, None)
+            if entry is not None:
+                message_id = getattr(pdu, "message_id", None)
+                if isinstance(message_id, bytes):
+                    message_id = message_id.decode("latin-1")
+                self._post(SubmitResult(entry[0], pdu.status, message_id or None))
+            elif command == "generic_nack":
+                log.warning("smpp.generic_nack", status=pdu.status, link=self.mode)
+        elif command == "enquire_link":
+            self._send_response("enquire_link_resp", pdu.sequence, ESME_ROK)
+        elif command == "enquire_link_resp":
+            return "enquire_link_resp"
+        elif command == "unbind":
+            # smpplib does not answer unbind by itself.
+            self._send_response("unbind_resp", pdu.sequence, ESME_ROK)
+            raise _Stop("unbound by the SMSC")
+        elif command == "unbind_resp":
+            if unbinding:
+                raise _Stop("unbound", clean=True)
+        elif command == "alert_notification":
+            pass  # no response is defined for alert_notification
+        elif not pdu.is_response():
+            self._send_generic_nack(pdu.sequence, ESME_RINVCMDID)
+        return command
+
+
+def _set_done(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, exceptions.PDUError) and len(exc.args) > 1:
+        status = exc.args[1]
+        return f"{consts.DESCRIPTIONS.get(status, 'status')} (0x{status:08x})"
+    return str(exc) or type(exc).__name__

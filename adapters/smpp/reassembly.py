@@ -1,0 +1,136 @@
+"""Concatenated MO: collect the parts of one message, in any order, and join them.
+
+How parts are acknowledged (the durability decision):
+
+A part is acknowledged ESME_ROK as soon as it is held by a `PartStore`, before the
+whole message exists. Holding the deliver_sm_resp of part 1 until part N arrives
+would deadlock SMSCs that deliver with a window of one, and they would redeliver
+part 1 forever. So the store is what makes an acknowledged part safe:
+
+- `MemoryPartStore` (the default) keeps parts in process memory. A crash between the
+  first part's ack and the last part's arrival loses that message. This is the one
+  gap in "never lose an SMS" until the database grows an `inbound_parts` table.
+- A database-backed store (same Protocol; the lead's `adapters/db/`) makes it sound:
+  `save` commits before the part is acked, `load` brings pending parts back after a
+  restart, and `discard` runs once the joined message is accepted by the pipeline.
+
+A message whose parts do not all arrive within `reassembly_timeout_s` of its first
+part is handed on with what did arrive, joined in order and marked incomplete.
+Parts of a message that was already handed on (a late SMSC redelivery) are
+acknowledged and dropped for `reassembly_timeout_s` more, so they do not become a
+second, one-part message.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class MessagePart:
+    """One received part of a concatenated message, with what is needed to join it."""
+
+    group_key: str
+    source_addr: str
+    destination_addr: str
+    phone: str
+    reference: int
+    total: int
+    sequence: int
+    data_coding: int
+    body: bytes
+    received_at: datetime
+    external_id: str | None = None
+
+
+class PartStore(Protocol):
+    async def save(self, part: MessagePart) -> None:
+        """Hold the part durably; raise TemporaryFailure when that is impossible."""
+        ...
+
+    async def discard(self, group_key: str) -> None:
+        """Forget every part of a message once the joined message is accepted."""
+        ...
+
+    async def load(self) -> list[MessagePart]:
+        """Every part still held (after a restart)."""
+        ...
+
+
+class MemoryPartStore:
+    """Parts in process memory: lost on a crash (see the module docstring)."""
+
+    durable = False
+
+    def __init__(self) -> None:
+        self._parts: dict[str, dict[int, MessagePart]] = {}
+
+    async def save(self, part: MessagePart) -> None:
+        self._parts.setdefault(part.group_key, {})[part.sequence] = part
+
+    async def discard(self, group_key: str) -> None:
+        self._parts.pop(group_key, None)
+
+    async def load(self) -> list[MessagePart]:
+        return [part for parts in self._parts.values() for part in parts.values()]
+
+
+@dataclass(slots=True)
+class PartGroup:
+    """The parts of one message seen so far."""
+
+    key: str
+    total: int
+    first_seen: float  # time.monotonic()
+    parts: dict[int, MessagePart] = field(default_factory=dict)
+    handing_on: bool = False  # the joined message is being accepted right now
+
+    @property
+    def complete(self) -> bool:
+        return len(self.parts) == self.total
+
+    def ordered(self) -> list[MessagePart]:
+        return [self.parts[number] for number in sorted(self.parts)]
+
+
+class Reassembler:
+    """Groups parts by message; the adapter decides when a group is handed on."""
+
+    def __init__(self, timeout_s: float) -> None:
+        self.timeout_s = timeout_s
+        self._groups: dict[str, PartGroup] = {}
+        self._finished: dict[str, float] = {}  # group key -> monotonic time handed on
+
+    def __len__(self) -> int:
+        return len(self._groups)
+
+    def recently_finished(self, key: str) -> bool:
+        finished_at = self._finished.get(key)
+        return finished_at is not None and time.monotonic() - finished_at < self.timeout_s
+
+    def add(self, part: MessagePart, now: float | None = None) -> PartGroup:
+        now = time.monotonic() if now is None else now
+        group = self._groups.get(part.group_key)
+        if group is None:
+            group = PartGroup(part.group_key, part.total, now)
+            self._groups[part.group_key] = group
+        group.parts.setdefault(part.sequence, part)
+        return group
+
+    def expired(self, now: float | None = None) -> list[PartGroup]:
+        now = time.monotonic() if now is None else now
+        for key, finished_at in list(self._finished.items()):
+            if now - finished_at >= self.timeout_s:
+                del self._finished[key]
+        return [
+            group
+            for group in self._groups.values()
+            if not group.handing_on and now - group.first_seen >= self.timeout_s
+        ]
+
+    def finish(self, key: str) -> None:
+        self._groups.pop(key, None)
+        self._finished[key] = time.monotonic()
