@@ -1,0 +1,50 @@
+"""Conversation scripts, read like the SMS thread a subscriber sees.
+
+    @ 2026-11-18 09:00          the clock (UTC) from here on
+    79161234567 > 1234567833 1234
+    < Приняты показания ЛС 1234567833: Т1 1234 (+50).
+    79161234567 > СТОП
+    < (no reply)
+"""
+
+from __future__ import annotations
+
+import textwrap
+from datetime import UTC, datetime
+from typing import Any
+
+from sms_gateway.domain.model import InboundSms, Reply
+from sms_gateway.phones import normalize_phone
+
+NO_REPLY = "(no reply)"
+
+
+async def run_script(gateway: Any, clock: Any, script: str, channel: str = "cli") -> list[Reply]:
+    replies: list[Reply] = []
+    reply: Reply | None = None
+    for number, raw in enumerate(textwrap.dedent(script).strip().splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("@ "):
+            clock.now = datetime.strptime(line[2:].strip(), "%Y-%m-%d %H:%M").replace(tzinfo=UTC)
+        elif line.startswith("<"):
+            assert reply is not None, f"script line {number}: a reply before any message"
+            expected = line[1:].strip()
+            actual = reply.text if reply.text is not None else NO_REPLY
+            assert expected == actual, f"script line {number}: outcome {reply.outcome}"
+        elif " > " in line:
+            phone, text = line.split(" > ", 1)
+            reply = await gateway.pipeline.handle(
+                InboundSms(
+                    channel=channel,
+                    phone=normalize_phone(phone),
+                    short_number="7377",
+                    text=text.replace("\\n", "\n"),
+                    received_at=clock(),
+                )
+            )
+            replies.append(reply)
+        else:
+            raise AssertionError(f"script line {number}: cannot read {line!r}")
+    return replies
