@@ -27,7 +27,6 @@ from collections.abc import Coroutine
 from datetime import UTC, datetime
 from typing import Any
 
-import phonenumbers
 import structlog
 from smpplib import consts
 
@@ -61,10 +60,12 @@ from adapters.smpp.pdus import (
     receipt_id_variants,
 )
 from adapters.smpp.reassembly import MemoryPartStore, MessagePart, PartGroup, PartStore, Reassembler
+from sms_gateway import phones
 from sms_gateway.config import SmppSettings
 from sms_gateway.domain.model import InboundSms
 from sms_gateway.errors import TemporaryFailure
 from sms_gateway.metrics import GatewayMetrics
+from sms_gateway.phones import mask_phone
 from sms_gateway.ports import AcceptedInbound, InboundPipeline, OutboundSms, Outbox
 
 log = structlog.get_logger("adapters.smpp")
@@ -107,27 +108,18 @@ class SubmitRejected(Exception):
         self.status = status
 
 
-def mask_phone(phone: str) -> str:
-    """+79161234567 -> +7916*****67: enough to correlate, not enough to call."""
-    if len(phone) <= 6:
-        return "*" * len(phone)
-    return phone[:5] + "*" * (len(phone) - 7) + phone[-2:]
-
-
 def normalize_phone(address: str, ton: int) -> str:
-    """The subscriber's number in E.164; an address that is no phone number stays as is."""
+    """The subscriber's number in E.164; an address that is no phone number stays as is
+    (the pipeline decides what to do with it)."""
     digits = address.lstrip("+")
     if not digits.isdigit():
         return address
-    if ton == 1 or address.startswith("+"):
+    if ton == 1:  # international: the SMSC left out only the '+'
         return "+" + digits
     try:
-        number = phonenumbers.parse(digits, "RU")
-    except phonenumbers.NumberParseException:
+        return phones.normalize_phone(address)
+    except phones.InvalidPhone:
         return "+" + digits
-    if not phonenumbers.is_possible_number(number):
-        return "+" + digits
-    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
 def dedupe_key(source: str, destination: str, text: str, received_at: datetime) -> str:
@@ -208,9 +200,7 @@ class SmppAdapter:
         for part in await self.part_store.load():
             self._reassembler.add(part)
         modes = (
-            ["transceiver"]
-            if self.settings.bind == "transceiver"
-            else ["receiver", "transmitter"]
+            ["transceiver"] if self.settings.bind == "transceiver" else ["receiver", "transmitter"]
         )
         self._links = [SmppLink(self.settings, mode, loop, self._on_link_events) for mode in modes]
         for link in self._links:
@@ -285,8 +275,13 @@ class SmppAdapter:
                 self._set_link_state(link, "bound")
                 if self.metrics is not None:
                     self.metrics.smpp_binds.labels(mode=link.mode).inc()
-                log.info("smpp.bound", link=link.mode, host=self.settings.host,
-                         port=self.settings.port, system_id=self.settings.system_id)
+                log.info(
+                    "smpp.bound",
+                    link=link.mode,
+                    host=self.settings.host,
+                    port=self.settings.port,
+                    system_id=self.settings.system_id,
+                )
                 self._outbox_event.set()
             elif isinstance(event, LinkDown):
                 self._set_link_state(link, "connecting" if not self._stopping else "unbound")
@@ -294,17 +289,31 @@ class SmppAdapter:
                 if event.clean:
                     log.info("smpp.unbound", link=link.mode, reason=event.reason)
                 else:
-                    log.warning("smpp.link_down", link=link.mode, reason=event.reason,
-                                in_flight=len(event.tokens))
+                    log.warning(
+                        "smpp.link_down",
+                        link=link.mode,
+                        reason=event.reason,
+                        in_flight=len(event.tokens),
+                    )
             elif isinstance(event, Connecting):
                 if event.attempt > 1 and self.metrics is not None:
                     self.metrics.smpp_reconnects.inc()
-                log.info("smpp.connecting", link=link.mode, attempt=event.attempt,
-                         host=self.settings.host, port=self.settings.port)
+                log.info(
+                    "smpp.connecting",
+                    link=link.mode,
+                    attempt=event.attempt,
+                    host=self.settings.host,
+                    port=self.settings.port,
+                )
             elif isinstance(event, BindFailed):
                 self._set_link_state(link, "connecting")
-                log.warning("smpp.bind_failed", link=link.mode, attempt=event.attempt,
-                            error=event.error, retry_in_s=event.retry_in_s)
+                log.warning(
+                    "smpp.bind_failed",
+                    link=link.mode,
+                    attempt=event.attempt,
+                    error=event.error,
+                    retry_in_s=event.retry_in_s,
+                )
 
     def _set_link_state(self, link: SmppLink, state: str) -> None:
         self._link_state[link] = state
@@ -356,8 +365,13 @@ class SmppAdapter:
         if concatenation is not None and concatenation.total > 1:
             part = MessagePart(
                 group_key=":".join(
-                    (concatenation.kind, deliver.source_addr, deliver.destination_addr,
-                     str(concatenation.reference), str(concatenation.total))
+                    (
+                        concatenation.kind,
+                        deliver.source_addr,
+                        deliver.destination_addr,
+                        str(concatenation.reference),
+                        str(concatenation.total),
+                    )
                 ),
                 source_addr=deliver.source_addr,
                 destination_addr=deliver.destination_addr,
@@ -380,9 +394,9 @@ class SmppAdapter:
             text=text,
             received_at=received_at,
             external_id=external_id,
-            dedupe_key=None if external_id else dedupe_key(
-                deliver.source_addr, deliver.destination_addr, text, received_at
-            ),
+            dedupe_key=None
+            if external_id
+            else dedupe_key(deliver.source_addr, deliver.destination_addr, text, received_at),
         )
         accepted = await self._accept(inbound)
         if accepted is None:
@@ -412,8 +426,11 @@ class SmppAdapter:
         try:
             reply = await self.pipeline.process(accepted)
         except Exception:
-            log.exception("smpp.mo_process_failed", inbound_id=accepted.inbound_id,
-                          phone=mask_phone(inbound.phone))
+            log.exception(
+                "smpp.mo_process_failed",
+                inbound_id=accepted.inbound_id,
+                phone=mask_phone(inbound.phone),
+            )
             return
         self._outbox_event.set()
         log.info(
@@ -436,8 +453,9 @@ class SmppAdapter:
         try:
             await self.part_store.save(part)
         except Exception as exc:
-            log.warning("smpp.mo_deferred", reason=f"part not stored: {exc}",
-                        phone=mask_phone(part.phone))
+            log.warning(
+                "smpp.mo_deferred", reason=f"part not stored: {exc}", phone=mask_phone(part.phone)
+            )
             link.respond(event.session, event.deliver.sequence, ESME_RX_T_APPN)
             return
         link.respond(event.session, event.deliver.sequence, ESME_ROK)
@@ -464,8 +482,12 @@ class SmppAdapter:
             text=text,
             received_at=first.received_at,
             external_id=external_id,
-            dedupe_key=None if external_id else dedupe_key(
-                first.source_addr, first.destination_addr, f"{group.key}\x1f{text}",
+            dedupe_key=None
+            if external_id
+            else dedupe_key(
+                first.source_addr,
+                first.destination_addr,
+                f"{group.key}\x1f{text}",
                 first.received_at,
             ),
             parts=group.total,
@@ -483,8 +505,12 @@ class SmppAdapter:
         except Exception:
             log.exception("smpp.parts_discard_failed")
         if incomplete:
-            log.warning("smpp.mo_incomplete", parts=group.total,
-                        arrived=sorted(group.parts), phone=mask_phone(first.phone))
+            log.warning(
+                "smpp.mo_incomplete",
+                parts=group.total,
+                arrived=sorted(group.parts),
+                phone=mask_phone(first.phone),
+            )
         await self._process(accepted, received)
 
     async def _handle_receipt(self, link: SmppLink, event: Delivered) -> None:
@@ -506,8 +532,13 @@ class SmppAdapter:
             link.respond(event.session, event.deliver.sequence, ESME_RX_T_APPN)
             return
         link.respond(event.session, event.deliver.sequence, ESME_ROK)
-        log.info("smpp.receipt", message_id=receipt.message_id, status=receipt.status,
-                 error=receipt.error, matched=matched)
+        log.info(
+            "smpp.receipt",
+            message_id=receipt.message_id,
+            status=receipt.status,
+            error=receipt.error,
+            matched=matched,
+        )
 
     # ---- outbound --------------------------------------------------------------------
 
@@ -567,9 +598,14 @@ class SmppAdapter:
             await self.outbox.mark_sent(outbound.id, message_ids[0])
             if self.metrics is not None:
                 self.metrics.replies.labels(channel=CHANNEL, result="sent").inc()
-            log.info("smpp.reply_sent", outbound_id=outbound.id, parts=len(encoded.bodies),
-                     message_id=message_ids[0], phone=mask_phone(outbound.phone),
-                     latency_ms=round((time.monotonic() - started) * 1000, 1))
+            log.info(
+                "smpp.reply_sent",
+                outbound_id=outbound.id,
+                parts=len(encoded.bodies),
+                message_id=message_ids[0],
+                phone=mask_phone(outbound.phone),
+                latency_ms=round((time.monotonic() - started) * 1000, 1),
+            )
         except SubmitRejected as exc:
             await self._failed(outbound, str(exc))
         except (LinkLost, SubmitTimeout) as exc:
@@ -585,8 +621,12 @@ class SmppAdapter:
             self._outbox_event.set()
 
     async def _failed(self, outbound: OutboundSms, error: str) -> None:
-        log.warning("smpp.reply_failed", outbound_id=outbound.id, error=error,
-                    phone=mask_phone(outbound.phone))
+        log.warning(
+            "smpp.reply_failed",
+            outbound_id=outbound.id,
+            error=error,
+            phone=mask_phone(outbound.phone),
+        )
         if self.metrics is not None:
             self.metrics.replies.labels(channel=CHANNEL, result="failed").inc()
         with contextlib.suppress(Exception):

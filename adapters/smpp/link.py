@@ -156,6 +156,8 @@ class SmppLink:
             self._command(("close",))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(self._finished), 2.0)
+        if self._finished.done():
+            self._wake_w.close()
 
     def _command(self, command: tuple[Any, ...]) -> None:
         self._commands.put(command)
