@@ -46,7 +46,8 @@ RECEIPT_STATS = {
     "UNKNOWN": "unknown",
     "REJECTD": "rejected",
 }
-_RECEIPT_FIELD = re.compile(rb"(id|stat|err):\s*(\S+)", re.IGNORECASE)
+# Word boundary: "id:" must not match inside another field name.
+_RECEIPT_FIELD = re.compile(rb"\b(id|stat|err):\s*(\S+)", re.IGNORECASE)
 
 
 class PduParseError(Exception):
@@ -175,15 +176,11 @@ def _text(value: object) -> str:
 
 def parse_receipt(deliver: DeliverSm) -> DeliveryReceipt | None:
     """The receipt a deliver_sm carries: TLVs first, the "id: stat: err:" text otherwise."""
+    text = deliver.short_message or deliver.tlvs.get(TLV_MESSAGE_PAYLOAD, b"")
     fields = {
-        match.group(1).lower(): match.group(2).decode("latin-1")
-        for match in _RECEIPT_FIELD.finditer(deliver.short_message or b"")
+        match.group(1).decode("ascii").lower(): match.group(2).decode("latin-1")
+        for match in _RECEIPT_FIELD.finditer(text)
     }
-    if not fields and deliver.tlvs.get(TLV_MESSAGE_PAYLOAD):
-        fields = {
-            match.group(1).lower(): match.group(2).decode("latin-1")
-            for match in _RECEIPT_FIELD.finditer(deliver.tlvs[TLV_MESSAGE_PAYLOAD])
-        }
     message_id = deliver.tlv_text(TLV_RECEIPTED_MESSAGE_ID) or fields.get("id")
     if not message_id:
         return None
