@@ -152,10 +152,10 @@ def load_settings(
         values = raw.get(section_name, {})
         if not isinstance(values, dict):
             problems.append(f"[{section_name}] must be a table")
-            continue
+            values = {}
         sections[section_name] = _build_section(section_name, section_type, values, problems)
-    if problems:
-        raise ConfigError(problems)
+    # Bad keys were left at their defaults above, so the rest can still be checked
+    # and every problem reported in one go.
     settings = Settings(**sections)
     problems.extend(validate(settings))
     if problems:

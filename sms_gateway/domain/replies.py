@@ -257,10 +257,13 @@ def _unparsed(ctx: ReplyContext, locale: str) -> list[str]:
     fragment = failure.fragment[:20]
     reason = _FAILURE_TEXT[locale][failure.reason].format(fragment=fragment)
     reason_short = _FAILURE_TEXT[locale][failure.reason].format(fragment=fragment[:8])
+    hint = _hint(ctx, locale)
+    # "Т1 ... Т2 ..." already ends a sentence; no full stop after the ellipsis.
+    stop = " " if hint.endswith("...") else ". "
     if locale == "en":
-        tail = f"Send account and reading: {_hint(ctx, locale)}. Help: HELP"
+        tail = f"Send account and reading: {hint}{stop}Help: HELP"
         return [f"{reason} {tail}", f"{reason_short} {tail}", tail]
-    tail = f"Отправьте ЛС и показания: {_hint(ctx, locale)}. Справка: ПОМОЩЬ"
+    tail = f"Отправьте ЛС и показания: {hint}{stop}Справка: ПОМОЩЬ"
     return [f"{reason} {tail}", f"{reason_short} {tail}", tail]
 
 

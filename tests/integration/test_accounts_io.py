@@ -1,0 +1,152 @@
+"""Accounts CSV import and readings export, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import io
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import func, select
+
+from adapters.db.bulk import export_readings, import_accounts
+from adapters.db.schema import account_phones, accounts, meters
+from sms_gateway.errors import ImportFileError
+from tests.conversation import run_script
+
+HEADER = "account,meter_serial,zones,digits,phones,last_t1,last_t2,last_t3,last_read_on\n"
+NOW = datetime(2026, 11, 18, 9, 0, tzinfo=UTC)
+PATTERN = r"\d{10,12}|[A-Z]{2,4}\d{3,10}"
+
+
+@pytest.fixture
+async def empty_gateway(db_url, settings_for, gateway_factory):
+    return await gateway_factory(settings_for(db_url), demo=False)
+
+
+async def _counts(gateway):
+    async with gateway.store.reader() as tx:
+        return tuple(
+            [
+                (await tx.conn.execute(select(func.count()).select_from(table))).scalar_one()
+                for table in (accounts, meters, account_phones)
+            ]
+        )
+
+
+async def test_import_then_upsert(empty_gateway, tmp_path):
+    """A second import updates meters in place and adds only new phones."""
+    path = tmp_path / "a.csv"
+    path.write_text(
+        HEADER
+        + "0012345678,111,1,5,8 916 123-45-67;+7 (903) 111-22-33,100,,,2026-10-01\n"
+        + "0012345678,222,2,6,,10,20,,2026-10-01\n"
+        + "5550001112,333,3,5,79160000000,1,2,3,2026-10-01\n",
+        encoding="utf-8",
+    )
+    first = await import_accounts(empty_gateway.store, path, PATTERN, NOW)
+    assert (3, 2, 3, 0, 3) == (
+        first.rows,
+        first.accounts_created,
+        first.meters_created,
+        first.meters_updated,
+        first.phones_added,
+    )
+    path.write_text(
+        HEADER
+        + "0012345678,111,1,5,+79161234567,150,,,2026-10-05\n"
+        + "0012345678,444,1,5,,,,,\n",
+        encoding="utf-8",
+    )
+    second = await import_accounts(empty_gateway.store, path, PATTERN, NOW)
+    assert (2, 0, 1, 1, 0) == (
+        second.rows,
+        second.accounts_created,
+        second.meters_created,
+        second.meters_updated,
+        second.phones_added,
+    )
+    assert (2, 4, 3) == await _counts(empty_gateway)
+    async with empty_gateway.store.reader() as tx:
+        loaded = await tx.load_accounts(["0012345678"])
+    account = loaded["0012345678"]
+    assert frozenset({"+79161234567", "+79031112233"}) == account.phones
+    assert [("111", (150,)), ("222", (10, 20)), ("444", None)] == [
+        (m.serial, m.last_values) for m in account.meters
+    ]
+
+
+async def test_bad_file_is_rejected_with_line_numbers_and_nothing_imported(
+    empty_gateway, tmp_path
+):
+    path = tmp_path / "bad.csv"
+    path.write_text(
+        HEADER
+        + "1234567833,111,1,5,,100,,,2026-10-01\n"
+        + "1234567833,112,4,5,,100,,,2026-10-01\n"
+        + "12345,113,1,5,,100,,,2026-10-01\n"
+        + "1234567834,114,2,5,not-a-phone,100,,,2026-10-01\n"
+        + "1234567835,115,1,3,,1000,,,01.10.2026\n"
+        + "1234567833,111,1,5,,100,,,2026-10-01\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(ImportFileError) as caught:
+        await import_accounts(empty_gateway.store, path, PATTERN, NOW)
+    assert [
+        "line 3: zones must be 1, 2 or 3, got 4",
+        "line 4: account '12345' does not match [gateway] account_pattern",
+        "line 5: phone 'not-a-phone' is not a phone number; give all 2 last_t values or none",
+        "line 6: last_t1 1000 is wider than 3 digits; last_read_on '01.10.2026' is not YYYY-MM-DD",
+        "line 7: meter 111 of account 1234567833 already on line 2",
+    ] == caught.value.problems
+    assert (0, 0, 0) == await _counts(empty_gateway)
+
+
+async def test_bad_header_is_rejected(empty_gateway, tmp_path):
+    path = tmp_path / "h.csv"
+    path.write_text("account,serial\n1,2\n", encoding="utf-8")
+    with pytest.raises(ImportFileError) as caught:
+        await import_accounts(empty_gateway.store, path, PATTERN, NOW)
+    assert caught.value.problems[0].startswith("line 1: header lacks column(s) meter_serial")
+
+
+async def test_large_import_is_batched_and_reports_progress(empty_gateway, tmp_path):
+    """5,000 rows go in batches; progress is reported per batch up to the total."""
+    path = tmp_path / "big.csv"
+    rows = [f"{7000000000 + i},{i},1,6,,{i},,,2026-10-01\n" for i in range(5000)]
+    path.write_text(HEADER + "".join(rows), encoding="utf-8")
+    seen: list[tuple[int, int]] = []
+    counts = await import_accounts(
+        empty_gateway.store, path, PATTERN, NOW, progress=lambda d, t: seen.append((d, t))
+    )
+    assert (5000, 5000) == (counts.accounts_created, counts.meters_created)
+    assert [(2000, 5000), (4000, 5000), (5000, 5000)] == seen
+
+
+async def test_export_lists_the_periods_readings(db_url, settings_for, gateway_factory, clock):
+    gateway = await gateway_factory(settings_for(db_url))
+    await run_script(
+        gateway,
+        clock,
+        """
+        79161234567 > 1234567833 1234
+        < Приняты показания ЛС 1234567833: Т1 1234 (+50).
+        79167654321 > 5550001112 5450 2130
+        < Приняты показания ЛС 5550001112: Т1 5450 (+50), Т2 2130 (+30).
+        @ 2026-11-27 09:00
+        79161234567 > 1234567833 1300
+        < Приняты в счёт за декабрь ЛС 1234567833: Т1 1300 (+66).
+        """,
+    )
+    out = io.StringIO()
+    written = await export_readings(gateway.store, "2026-11", out)
+    assert 2 == written
+    assert (
+        "account,meter_serial,period,t1,t2,t3,status,submitted_at,channel\n"
+        "1234567833,00112233,2026-11,1234,,,accepted,2026-11-18T09:00:00+00:00,cli\n"
+        "5550001112,12345678,2026-11,5450,2130,,accepted,2026-11-18T09:00:00+00:00,cli\n"
+    ) == out.getvalue()
+
+
+async def test_export_rejects_a_bad_period(empty_gateway):
+    with pytest.raises(ValueError, match="YYYY-MM"):
+        await export_readings(empty_gateway.store, "2026-13", io.StringIO())
