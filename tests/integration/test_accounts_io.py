@@ -44,13 +44,13 @@ async def test_import_then_upsert(empty_gateway, tmp_path):
         encoding="utf-8",
     )
     first = await import_accounts(empty_gateway.store, path, PATTERN, NOW)
-    assert (3, 2, 3, 0, 3) == (
+    assert (
         first.rows,
         first.accounts_created,
         first.meters_created,
         first.meters_updated,
         first.phones_added,
-    )
+    ) == (3, 2, 3, 0, 3)
     path.write_text(
         HEADER
         + "0012345678,111,1,5,+79161234567,150,,,2026-10-05\n"
@@ -58,21 +58,21 @@ async def test_import_then_upsert(empty_gateway, tmp_path):
         encoding="utf-8",
     )
     second = await import_accounts(empty_gateway.store, path, PATTERN, NOW)
-    assert (2, 0, 1, 1, 0) == (
+    assert (
         second.rows,
         second.accounts_created,
         second.meters_created,
         second.meters_updated,
         second.phones_added,
-    )
-    assert (2, 4, 3) == await _counts(empty_gateway)
+    ) == (2, 0, 1, 1, 0)
+    assert await _counts(empty_gateway) == (2, 4, 3)
     async with empty_gateway.store.reader() as tx:
         loaded = await tx.load_accounts(["0012345678"])
     account = loaded["0012345678"]
     assert frozenset({"+79161234567", "+79031112233"}) == account.phones
-    assert [("111", (150,)), ("222", (10, 20)), ("444", None)] == [
+    assert [
         (m.serial, m.last_values) for m in account.meters
-    ]
+    ] == [("111", (150,)), ("222", (10, 20)), ("444", None)]
 
 
 async def test_bad_file_is_rejected_with_line_numbers_and_nothing_imported(
@@ -91,14 +91,14 @@ async def test_bad_file_is_rejected_with_line_numbers_and_nothing_imported(
     )
     with pytest.raises(ImportFileError) as caught:
         await import_accounts(empty_gateway.store, path, PATTERN, NOW)
-    assert [
+    assert caught.value.problems == [
         "line 3: zones must be 1, 2 or 3, got 4",
         "line 4: account '12345' does not match [gateway] account_pattern",
         "line 5: phone 'not-a-phone' is not a phone number; give all 2 last_t values or none",
         "line 6: last_t1 1000 is wider than 3 digits; last_read_on '01.10.2026' is not YYYY-MM-DD",
         "line 7: meter 111 of account 1234567833 already on line 2",
-    ] == caught.value.problems
-    assert (0, 0, 0) == await _counts(empty_gateway)
+    ]
+    assert await _counts(empty_gateway) == (0, 0, 0)
 
 
 async def test_bad_header_is_rejected(empty_gateway, tmp_path):
@@ -118,8 +118,8 @@ async def test_large_import_is_batched_and_reports_progress(empty_gateway, tmp_p
     counts = await import_accounts(
         empty_gateway.store, path, PATTERN, NOW, progress=lambda d, t: seen.append((d, t))
     )
-    assert (5000, 5000) == (counts.accounts_created, counts.meters_created)
-    assert [(2000, 5000), (4000, 5000), (5000, 5000)] == seen
+    assert (counts.accounts_created, counts.meters_created) == (5000, 5000)
+    assert seen == [(2000, 5000), (4000, 5000), (5000, 5000)]
 
 
 async def test_export_lists_the_periods_readings(db_url, settings_for, gateway_factory, clock):
@@ -139,12 +139,12 @@ async def test_export_lists_the_periods_readings(db_url, settings_for, gateway_f
     )
     out = io.StringIO()
     written = await export_readings(gateway.store, "2026-11", out)
-    assert 2 == written
-    assert (
+    assert written == 2
+    assert out.getvalue() == (
         "account,meter_serial,period,t1,t2,t3,status,submitted_at,channel\n"
         "1234567833,00112233,2026-11,1234,,,accepted,2026-11-18T09:00:00+00:00,cli\n"
         "5550001112,12345678,2026-11,5450,2130,,accepted,2026-11-18T09:00:00+00:00,cli\n"
-    ) == out.getvalue()
+    )
 
 
 async def test_export_rejects_a_bad_period(empty_gateway):

@@ -71,7 +71,7 @@ async def test_duplicate_then_correction(gateway, clock):
     )
     async with gateway.store.reader() as tx:
         rows = (await tx.conn.execute(select(readings.c.period, readings.c.t1))).all()
-    assert [("2026-11", 1240)] == [tuple(r) for r in rows]
+    assert [tuple(r) for r in rows] == [("2026-11", 1240)]
 
 
 async def test_errors_tell_what_to_send(gateway, clock):
@@ -128,7 +128,7 @@ async def test_unusual_consumption_is_confirmed_by_sending_again(gateway, clock)
     )
     async with gateway.store.reader() as tx:
         status = (await tx.conn.execute(select(readings.c.status))).scalar_one()
-    assert "confirmed" == status
+    assert status == "confirmed"
 
 
 async def test_confirmation_must_come_from_the_same_phone_within_a_day(gateway, clock):
@@ -270,5 +270,5 @@ async def test_every_message_and_reply_is_logged(gateway, clock):
             )
         ).all()
     inbound, reply = rows
-    assert ("in", "+79161234567", "accepted", "1234567833", None) == tuple(inbound)[1:]
+    assert tuple(inbound)[1:] == ("in", "+79161234567", "accepted", "1234567833", None)
     assert ("out", "+79161234567", "accepted", "1234567833", inbound.id) == tuple(reply)[1:]

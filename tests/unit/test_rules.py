@@ -58,8 +58,8 @@ def test_choose_period(today, outside, expected):
 
 
 def test_previous_period_wraps_the_year():
-    assert "2025-12" == previous_period("2026-01")
-    assert "2026-10" == previous_period("2026-11")
+    assert previous_period("2026-01") == "2025-12"
+    assert previous_period("2026-11") == "2026-10"
 
 
 @pytest.mark.parametrize(
@@ -84,85 +84,85 @@ def test_assign_zones(meter, positional, labelled, expected):
 def test_rollover_counts_through_the_register_limit():
     """99990 -> 00012 on a 5-digit register is 22 kWh, not a lower reading."""
     previous = PreviousReading((99990,), date(2026, 10, 20))
-    assert ((22,), None) == consumption_of(ONE_ZONE, (12,), previous)
+    assert consumption_of(ONE_ZONE, (12,), previous) == ((22,), None)
 
 
 def test_small_decrease_is_not_a_rollover():
     previous = PreviousReading((5000,), date(2026, 10, 20))
-    assert (None, Zone.T1) == consumption_of(ONE_ZONE, (4990,), previous)
+    assert consumption_of(ONE_ZONE, (4990,), previous) == (None, Zone.T1)
 
 
 def test_accepted_with_consumption():
     decision = evaluate(values=(1050,))
-    assert (Outcome.ACCEPTED, "2026-11", (50,), ReadingStatus.ACCEPTED) == (
+    assert (
         decision.outcome,
         decision.period,
         decision.consumption,
         decision.status,
-    )
+    ) == (Outcome.ACCEPTED, "2026-11", (50,), ReadingStatus.ACCEPTED)
 
 
 def test_accepted_without_previous_reading_has_no_consumption():
     decision = evaluate(previous=None)
-    assert (Outcome.ACCEPTED, None) == (decision.outcome, decision.consumption)
+    assert (decision.outcome, decision.consumption) == (Outcome.ACCEPTED, None)
 
 
 def test_after_window_books_next_period():
     decision = evaluate(today=date(2026, 11, 27))
-    assert (Outcome.ACCEPTED_NEXT_PERIOD, "2026-12") == (decision.outcome, decision.period)
+    assert (decision.outcome, decision.period) == (Outcome.ACCEPTED_NEXT_PERIOD, "2026-12")
 
 
 def test_after_window_rejected_when_configured():
     decision = evaluate(today=date(2026, 11, 27), rules=RulesSettings(outside_window="reject"))
-    assert (Outcome.OUTSIDE_WINDOW, None) == (decision.outcome, decision.status)
+    assert (decision.outcome, decision.status) == (Outcome.OUTSIDE_WINDOW, None)
 
 
 def test_too_many_digits_names_the_zone():
     decision = evaluate(meter=TWO_ZONE, values=(5450, 213000), previous=None)
-    assert (Outcome.TOO_MANY_DIGITS, Zone.T2) == (decision.outcome, decision.offending_zone)
+    assert (decision.outcome, decision.offending_zone) == (Outcome.TOO_MANY_DIGITS, Zone.T2)
 
 
 def test_lower_than_previous_names_the_zone():
     previous = PreviousReading((5400, 2100), date(2026, 10, 20))
     decision = evaluate(meter=TWO_ZONE, values=(5450, 2050), previous=previous)
-    assert (Outcome.LOWER_THAN_PREVIOUS, Zone.T2, False) == (
+    assert (
         decision.outcome,
         decision.offending_zone,
         decision.books,
-    )
+    ) == (Outcome.LOWER_THAN_PREVIOUS, Zone.T2, False)
 
 
 def test_unusual_consumption_needs_confirmation():
     """29 days at 150 kWh/day allow 4350 kWh; 5000 needs a confirmation."""
     decision = evaluate(values=(6000,))
-    assert (Outcome.CONFIRM_NEEDED, (5000,), 29, False) == (
+    assert (
         decision.outcome,
         decision.consumption,
         decision.days,
         decision.books,
-    )
+    ) == (Outcome.CONFIRM_NEEDED, (5000,), 29, False)
 
 
 def test_consumption_at_the_limit_is_accepted():
     """Exactly max_daily_kwh per day is still usual."""
     decision = evaluate(values=(1000 + 150 * 29,))
-    assert Outcome.ACCEPTED == decision.outcome
+    assert decision.outcome == Outcome.ACCEPTED
 
 
 def test_same_day_counts_as_one_day():
     previous = PreviousReading((1000,), date(2026, 11, 18))
-    assert Outcome.CONFIRM_NEEDED == evaluate(values=(1151,), previous=previous).outcome
-    assert Outcome.ACCEPTED == evaluate(values=(1150,), previous=previous).outcome
+    assert evaluate(values=(1151,), previous=previous).outcome == Outcome.CONFIRM_NEEDED
+    assert evaluate(values=(1150,), previous=previous).outcome == Outcome.ACCEPTED
 
 
 def test_confirmation_books_as_confirmed():
     decision = evaluate(values=(6000,), confirms_pending=True)
-    assert (Outcome.CONFIRMED, ReadingStatus.CONFIRMED) == (decision.outcome, decision.status)
+    assert (decision.outcome, decision.status) == (Outcome.CONFIRMED, ReadingStatus.CONFIRMED)
 
 
 def test_pending_confirmation_does_not_mark_a_usual_reading():
     decision = evaluate(values=(1050,), confirms_pending=True)
-    assert (Outcome.ACCEPTED, ReadingStatus.ACCEPTED) == (decision.outcome, decision.status)
+    assert (decision.outcome, decision.status) == (Outcome.ACCEPTED, ReadingStatus.ACCEPTED)
 
 
 def _booked(values):
@@ -178,16 +178,16 @@ def _booked(values):
 
 def test_same_reading_again_is_duplicate():
     decision = evaluate(values=(1050,), booked_in_period=_booked((1050,)))
-    assert (Outcome.DUPLICATE, False) == (decision.outcome, decision.books)
+    assert (decision.outcome, decision.books) == (Outcome.DUPLICATE, False)
 
 
 def test_different_reading_in_same_period_corrects():
     decision = evaluate(values=(1060,), booked_in_period=_booked((1050,)))
-    assert (Outcome.CORRECTED, (60,), True) == (
+    assert (
         decision.outcome,
         decision.consumption,
         decision.books,
-    )
+    ) == (Outcome.CORRECTED, (60,), True)
 
 
 @pytest.mark.parametrize(
