@@ -1,0 +1,3 @@
+from sms_gateway.cli import main
+
+main()
