@@ -1,5 +1,4 @@
 """MO from node-smpp: decoding, concatenation, receipts, no loss and no double booking."""
-# ruff: noqa: SIM300  (asserts read `expected == actual`, see STYLE.md)
 
 from __future__ import annotations
 

@@ -1,6 +1,5 @@
 """Replies to node-smpp: addressing, encoding and splitting, window, pacing, throttling,
 link loss and shutdown."""
-# ruff: noqa: SIM300  (asserts read `expected == actual`, see STYLE.md)
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
 """The SMPP session against node-smpp: bind, keep-alive, unbind and reconnect."""
-# ruff: noqa: SIM300  (asserts read `expected == actual`, docs/STYLE)
 
 from __future__ import annotations
 

@@ -1,0 +1,184 @@
+"""The SMPP adapter on the real gateway (SQLite): exactly-once booking under redelivery,
+the database outbox across link loss and restarts, receipts stored on the reply."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from sqlalchemy import select
+
+from adapters.db.schema import messages, readings
+from adapters.smpp import SmppAdapter
+from tests.integration.smpp_support import (  # noqa: F401  (fixtures)
+    SHORT_NUMBER,
+    SmscPeer,
+    smpp_settings,
+    smsc_fixture,
+)
+
+pytestmark = [pytest.mark.smsc, pytest.mark.timeout(30)]
+
+ESME_ROK = 0x00
+ACCEPTED_REPLY = "Приняты показания ЛС 1234567833: Т1 1234 (+50)."
+
+
+@pytest.fixture
+async def gateway(sqlite_url, settings_for, gateway_factory):
+    return await gateway_factory(settings_for(sqlite_url))
+
+
+@pytest.fixture
+async def adapters(smsc: SmscPeer, gateway):
+    """adapters(**smpp_overrides) -> a started SmppAdapter on the real gateway."""
+    started: list[SmppAdapter] = []
+
+    async def start(**overrides) -> SmppAdapter:
+        adapter = SmppAdapter(
+            smpp_settings(smsc.port, **overrides),
+            SHORT_NUMBER,
+            gateway.pipeline,
+            gateway.outbox,
+            gateway.metrics,
+        )
+        gateway.pipeline.on_reply_queued(lambda _channel: adapter.notify_outbox())
+        started.append(adapter)
+        await adapter.start()
+        return adapter
+
+    yield start
+    for adapter in started:
+        await adapter.stop(1.0)
+
+
+async def rows(gateway, query):
+    async with gateway.store.reader() as tx:
+        return [tuple(row) for row in (await tx.conn.execute(query)).all()]
+
+
+async def until(condition, timeout: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await condition():
+        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.02)
+
+
+async def test_mo_is_booked_and_answered_through_the_real_pipeline(
+    smsc: SmscPeer, gateway, adapters
+) -> None:
+    """79161234567 > 1234567833 1234 books T1 1234 and the reply arrives as UCS-2."""
+    await adapters()
+    await smsc.wait_bound()
+    sequence = await smsc.deliver(b"1234567833 1234", source_addr="79161234567")
+    assert ESME_ROK == await smsc.deliver_resp(sequence)
+    submit = await smsc.wait_pdu("submit_sm")
+    assert ("79161234567", ACCEPTED_REPLY) == (submit["destination_addr"], submit["text"])
+    assert [("2026-11", 1234)] == await rows(gateway, select(readings.c.period, readings.c.t1))
+
+
+async def test_redelivered_mo_books_once_and_is_answered_once(
+    smsc: SmscPeer, gateway, adapters
+) -> None:
+    """The SMSC redelivers the same MO (ack lost, its retry): once right after the first,
+    once after the reply went out. One reading, one reply, every delivery acked."""
+    await adapters()
+    await smsc.wait_bound()
+    first = await smsc.deliver(b"1234567833 1234")
+    second = await smsc.deliver(b"1234567833 1234")
+    assert [ESME_ROK, ESME_ROK] == [await smsc.deliver_resp(s) for s in (first, second)]
+    await smsc.wait_pdu("submit_sm")
+    third = await smsc.deliver(b"1234567833 1234")
+    assert ESME_ROK == await smsc.deliver_resp(third)
+    await asyncio.sleep(0.5)
+    assert [(1234,)] == await rows(gateway, select(readings.c.t1))
+    assert 1 == len(smsc.pdus("submit_sm"))
+    inbound = await rows(gateway, select(messages.c.id).where(messages.c.direction == "in"))
+    assert 1 == len(inbound)
+
+
+async def test_replies_queued_while_unbound_are_sent_once_after_the_bind(
+    smsc: SmscPeer, gateway, adapters
+) -> None:
+    """Replies stored in the database outbox while the SMSC refuses binds are sent, each
+    exactly once, when the bind finally succeeds."""
+    await smsc.set_faults(bind_status=0x0D)
+    adapter = await adapters()
+    for phone in ("79161234567", "79031112233"):
+        await gateway.pipeline.handle(_inbound(phone, "ПОМОЩЬ"))
+    await asyncio.sleep(0.3)
+    assert "connecting" == adapter.state
+    assert [] == smsc.pdus("submit_sm")
+    await smsc.set_faults(bind_status=0)
+    await smsc.wait_count(lambda e: e.get("command") == "submit_sm", 4)
+
+    async def all_sent() -> bool:
+        statuses = await rows(
+            gateway, select(messages.c.status).where(messages.c.direction == "out")
+        )
+        return [("sent",), ("sent",)] == statuses
+
+    await until(all_sent)
+    await asyncio.sleep(0.3)
+    # The help text takes two parts: each part once, to each subscriber.
+    submitted = sorted(
+        (s["destination_addr"], s["short_message_hex"][10:12]) for s in smsc.pdus("submit_sm")
+    )
+    expected = [(phone, part) for phone in ("79031112233", "79161234567") for part in ["01", "02"]]
+    assert expected == submitted
+
+
+async def test_replies_left_from_before_a_restart_are_sent(
+    smsc: SmscPeer, gateway, adapters
+) -> None:
+    """A reply stored while no adapter ran (the gateway restarted) goes out on the next
+    outbox poll without any notification."""
+    await gateway.pipeline.handle(_inbound("79161234567", "1234567833 1234"))
+    await adapters()
+    submit = await smsc.wait_pdu("submit_sm", timeout=5)
+    assert ACCEPTED_REPLY == submit["text"]
+
+
+async def test_receipt_is_stored_on_the_reply(smsc: SmscPeer, gateway, adapters) -> None:
+    """A delivery receipt for a reply lands in that reply's delivery_status."""
+    await adapters()
+    await smsc.wait_bound()
+    await smsc.deliver(b"1234567833 1234")
+    submit = await smsc.wait_pdu("submit_sm")
+    message_id = submit["assigned_message_id"]
+
+    async def sent() -> bool:
+        found = await rows(
+            gateway, select(messages.c.transport_id).where(messages.c.direction == "out")
+        )
+        return [(message_id,)] == found
+
+    await until(sent)
+    receipt = f"id:{message_id} sub:001 dlvrd:001 stat:UNDELIV err:034 text:".encode()
+    sequence = await smsc.deliver(receipt, esm_class=0x04)
+    assert ESME_ROK == await smsc.deliver_resp(sequence)
+
+    async def recorded() -> bool:
+        found = await rows(
+            gateway,
+            select(messages.c.delivery_status, messages.c.error).where(
+                messages.c.direction == "out"
+            ),
+        )
+        return [("undeliverable", "err:034")] == found
+
+    await until(recorded)
+
+
+def _inbound(phone: str, text: str):
+    from datetime import UTC, datetime
+
+    from sms_gateway.domain.model import InboundSms
+
+    return InboundSms(
+        channel="smpp",
+        phone="+" + phone,
+        short_number=SHORT_NUMBER,
+        text=text,
+        received_at=datetime.now(UTC),
+        dedupe_key=f"test:{phone}:{text}",
+    )
