@@ -1,0 +1,129 @@
+"""Twilio's form fields in, TwiML out: plain conversions without I/O.
+
+Twilio posts an inbound SMS as form fields (MessageSid, From, To, Body, NumSegments,
+...) and reads the answer as TwiML. A status callback posts MessageSid, MessageStatus
+and, for failures, ErrorCode.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+
+from twilio.twiml.messaging_response import MessagingResponse
+
+from sms_gateway.domain.model import InboundSms
+from sms_gateway.phones import InvalidPhone, normalize_phone
+
+CHANNEL = "twilio"
+MAX_BODY_CHARS = 1600  # Twilio's own limit for one (concatenated) message
+MAX_SEGMENTS = 10
+
+# Twilio's message statuses, ordered by how far a message got. A callback may
+# overtake an earlier one (sent after delivered); the furthest status wins.
+_STATUS_RANK = {
+    "accepted": 1,
+    "scheduled": 1,
+    "queued": 1,
+    "sending": 2,
+    "sent": 3,
+    "delivered": 4,
+    "undelivered": 4,
+    "failed": 4,
+    "canceled": 4,
+    "partially_delivered": 4,
+    "read": 5,
+}
+DELIVERY_STATUSES = frozenset(_STATUS_RANK)
+FAILED_STATUSES = frozenset({"undelivered", "failed", "canceled"})
+
+
+class BadTwilioRequest(ValueError):
+    """A signed request whose fields are not what Twilio sends (400 to the caller)."""
+
+
+def _field(form: Mapping[str, str], *names: str) -> str | None:
+    for name in names:
+        value = form.get(name)
+        if value:
+            return str(value)
+    return None
+
+
+def inbound_from_form(form: Mapping[str, str], received_at: datetime) -> InboundSms:
+    """The `InboundSms` for a Twilio inbound-message webhook."""
+    sid = _field(form, "MessageSid", "SmsMessageSid", "SmsSid")
+    if sid is None:
+        raise BadTwilioRequest("MessageSid is missing")
+    if len(sid) > 64:
+        raise BadTwilioRequest("MessageSid is too long")
+    sender = _field(form, "From")
+    if sender is None:
+        raise BadTwilioRequest("From is missing")
+    try:
+        phone = normalize_phone(sender)
+    except InvalidPhone as exc:
+        raise BadTwilioRequest(f"From is not a phone number: {sender!r}") from exc
+    short_number = _field(form, "To")
+    if short_number is None:
+        raise BadTwilioRequest("To is missing")
+    if len(short_number) > 16:
+        raise BadTwilioRequest("To is too long")
+    body = str(form.get("Body", ""))
+    if len(body) > MAX_BODY_CHARS:
+        raise BadTwilioRequest(f"Body is longer than {MAX_BODY_CHARS} characters")
+    segments_text = str(form.get("NumSegments") or "1")
+    if not segments_text.isdigit() or not 1 <= int(segments_text) <= MAX_SEGMENTS:
+        raise BadTwilioRequest(f"NumSegments must be 1..{MAX_SEGMENTS}, got {segments_text!r}")
+    return InboundSms(
+        channel=CHANNEL,
+        phone=phone,
+        short_number=short_number,
+        text=body,
+        received_at=received_at,
+        external_id=sid,
+        parts=int(segments_text),
+    )
+
+
+def twiml_reply(text: str | None, status_callback: str | None = None) -> str:
+    """TwiML answering with `text`, or an empty `<Response/>` when no reply is due.
+
+    `status_callback` goes into the `<Message action=...>` attribute: Twilio posts
+    the created outbound message's status changes there (the TwiML Message verb's
+    `statusCallback` attribute is deprecated in favour of `action`).
+    """
+    response = MessagingResponse()
+    if text is not None:
+        if status_callback is not None:
+            response.message(text, action=status_callback, method="POST")
+        else:
+            response.message(text)
+    return str(response.to_xml(xml_declaration=True))
+
+
+def supersedes(current: str | None, new: str) -> bool:
+    """Whether status `new` replaces `current` on a reply (callbacks arrive out of order)."""
+    if current is None:
+        return True
+    return _STATUS_RANK.get(new, 0) >= _STATUS_RANK.get(current, 0)
+
+
+def status_from_form(form: Mapping[str, str]) -> tuple[str, str, str | None]:
+    """(MessageSid, status, error) of a status callback."""
+    sid = _field(form, "MessageSid", "SmsSid")
+    if sid is None:
+        raise BadTwilioRequest("MessageSid is missing")
+    if len(sid) > 64:
+        raise BadTwilioRequest("MessageSid is too long")
+    status = (_field(form, "MessageStatus", "SmsStatus") or "").lower()
+    if status not in DELIVERY_STATUSES:
+        raise BadTwilioRequest(
+            f"MessageStatus must be one of {', '.join(sorted(DELIVERY_STATUSES))}, got {status!r}"
+        )
+    code = _field(form, "ErrorCode")
+    error = None
+    if code is not None:
+        detail = _field(form, "ErrorMessage")
+        error = f"twilio {code}: {detail}" if detail else f"twilio {code}"
+    return sid, status, error
