@@ -1,16 +1,36 @@
-"""Building the aiohttp application around a gateway."""
+"""Building the aiohttp application around a gateway.
+
+GET  /health                      open: database, SMPP link state, version
+GET  /metrics                     open: Prometheus text from gateway.metrics.registry
+/api/...                          ops JSON API (bearer token or session cookie)
+GET  /, /login, POST /logout      ops dashboard
+POST /twilio/sms, /twilio/status  Twilio webhooks (only with [twilio] enabled)
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
+import aiohttp_jinja2
+import jinja2
 from aiohttp import web
+from aiohttp.typedefs import Handler
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from adapters.http import api, dashboard
+from adapters.http.auth import OpsAuth
+from adapters.http.errors import json_error, json_errors
+from adapters.http.keys import AUTH_KEY, GATEWAY_KEY, LINK_STATE_KEY
+from adapters.http.queries import inbound_queue_depth
+from adapters.twilio import TwilioRestSender, TwilioSignature, TwilioWebhook
 from sms_gateway import __version__
 from sms_gateway.bootstrap import Gateway
+from sms_gateway.errors import ConfigError, TemporaryFailure
 
-GATEWAY_KEY = web.AppKey("gateway", Gateway)
-LINK_STATE_KEY = web.AppKey("link_state", Callable[[], str])
+HERE = Path(__file__).resolve().parent
+
+__all__ = ["AUTH_KEY", "GATEWAY_KEY", "LINK_STATE_KEY", "create_app"]
 
 
 async def health(request: web.Request) -> web.Response:
@@ -24,9 +44,106 @@ async def health(request: web.Request) -> web.Response:
     return web.json_response(body, status=200 if database_ok else 503)
 
 
-def create_app(gateway: Gateway, link_state: Callable[[], str]) -> web.Application:
-    app = web.Application()
+async def metrics(request: web.Request) -> web.Response:
+    gateway = request.app[GATEWAY_KEY]
+    try:
+        # Depths are read at scrape time so they are right without a background loop.
+        gateway.metrics.outbox_depth.set(await gateway.outbox.depth())
+        gateway.metrics.inbound_queue_depth.set(await inbound_queue_depth(gateway.store))
+    except TemporaryFailure:
+        pass  # the last known values are still worth scraping
+    response = web.Response(body=generate_latest(gateway.metrics.registry))
+    response.headers["Content-Type"] = CONTENT_TYPE_LATEST
+    return response
+
+
+def _ops_guard(auth: OpsAuth) -> Callable[[web.Request, Handler], object]:
+    @web.middleware
+    async def require_ops(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path.startswith("/api/") and not auth.authenticated(request):
+            message = (
+                "a valid ops token is required (Authorization: Bearer ...)"
+                if auth.configured
+                else "the ops API is off: no [ops] token is configured"
+            )
+            return json_error(401, message, {"WWW-Authenticate": 'Bearer realm="ops"'})
+        return await handler(request)
+
+    return require_ops
+
+
+@web.middleware
+async def security_headers(request: web.Request, handler: Handler) -> web.StreamResponse:
+    response = await handler(request)
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("X-Frame-Options", "DENY")
+    response.headers.setdefault("Referrer-Policy", "no-referrer")
+    if response.content_type == "text/html":
+        # Everything is served from here: no CDN, no inline script.
+        response.headers.setdefault(
+            "Content-Security-Policy",
+            "default-src 'self'; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'",
+        )
+    return response
+
+
+def _twilio_webhook(gateway: Gateway, sender: TwilioRestSender | None) -> TwilioWebhook:
+    twilio = gateway.settings.twilio
+    problems = []
+    if not twilio.auth_token:
+        problems.append("[twilio] auth_token: empty while twilio is enabled")
+    if not twilio.public_url:
+        problems.append("[twilio] public_url: empty while twilio is enabled")
+    if twilio.reply_mode == "rest" and sender is None and not twilio.account_sid:
+        problems.append("[twilio] account_sid: needed with reply_mode = rest")
+    if problems:
+        raise ConfigError(problems)
+    try:
+        signature = TwilioSignature(twilio.auth_token, twilio.public_url)
+    except ValueError as exc:
+        raise ConfigError([f"[twilio] public_url: {exc}"]) from exc
+    return TwilioWebhook(gateway, signature, sender)
+
+
+def create_app(
+    gateway: Gateway,
+    link_state: Callable[[], str],
+    *,
+    twilio_sender: TwilioRestSender | None = None,
+) -> web.Application:
+    """The application; raises ConfigError when Twilio is enabled without its secrets.
+
+    `twilio_sender` replaces the REST sender built from settings (tests use one that
+    talks to a local server); it is only used with `[twilio] reply_mode = "rest"`.
+    """
+    auth = OpsAuth(gateway.settings.ops.token)
+    app = web.Application(middlewares=[json_errors, security_headers, _ops_guard(auth)])
     app[GATEWAY_KEY] = gateway
     app[LINK_STATE_KEY] = link_state
+    app[AUTH_KEY] = auth
+    aiohttp_jinja2.setup(
+        app,
+        loader=jinja2.FileSystemLoader(HERE / "templates"),
+        autoescape=jinja2.select_autoescape(["html"]),
+    )
     app.router.add_get("/health", health)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_static("/static/", HERE / "static")
+    api.add_routes(app)
+    dashboard.add_routes(app)
+
+    twilio = gateway.settings.twilio
+    if twilio.enabled:
+        rest = twilio.reply_mode == "rest"
+        webhook = _twilio_webhook(gateway, twilio_sender if rest else None)
+        webhook.add_routes(app)
+
+        async def twilio_lifecycle(_app: web.Application) -> AsyncIterator[None]:
+            # The REST client owns an aiohttp session, which needs the running loop.
+            if rest and webhook.sender is None:
+                webhook.sender = TwilioRestSender(twilio.account_sid, twilio.auth_token)
+            yield
+            await webhook.close()
+
+        app.cleanup_ctx.append(twilio_lifecycle)
     return app

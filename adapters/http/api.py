@@ -1,0 +1,164 @@
+"""The ops JSON API: the message log, an account's readings and the billing export.
+
+    GET /api/messages?phone=&account=&outcome=&since=&limit=&cursor=
+    GET /api/accounts/{account}/readings
+    GET /api/readings/export?period=YYYY-MM
+
+Every parameter is checked here and a bad one answers 400 saying what is wrong.
+The cursor is the id of the last item returned: the next page holds older rows.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+
+from adapters.db.bulk import export_readings
+from adapters.db.store import StoredMessage
+from adapters.http.errors import BadInput, NotFound
+from adapters.http.keys import GATEWAY_KEY
+from adapters.http.queries import account_exists
+from sms_gateway.domain.model import Outcome
+from sms_gateway.phones import InvalidPhone, normalize_phone
+
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 1000
+_PERIOD = re.compile(r"\d{4}-(0[1-9]|1[0-2])")
+_ACCOUNT = re.compile(r"[0-9A-Z\-]{1,32}")
+OUTCOMES = frozenset(str(o) for o in Outcome)
+
+
+def parse_phone(raw: str | None) -> str | None:
+    if raw is None or not raw.strip():
+        return None
+    try:
+        return normalize_phone(raw)
+    except InvalidPhone as exc:
+        raise BadInput(f"phone: not a phone number: {raw!r}") from exc
+
+
+def parse_account(raw: str | None) -> str | None:
+    if raw is None or not raw.strip():
+        return None
+    account = raw.strip().upper()
+    if not _ACCOUNT.fullmatch(account):
+        raise BadInput(f"account: expected up to 32 letters and digits, got {raw!r}")
+    return account
+
+
+def parse_outcome(raw: str | None) -> str | None:
+    if raw is None or not raw.strip():
+        return None
+    outcome = raw.strip().lower()
+    if outcome not in OUTCOMES:
+        raise BadInput(f"outcome: expected one of {', '.join(sorted(OUTCOMES))}, got {raw!r}")
+    return outcome
+
+
+def parse_since(raw: str | None) -> datetime | None:
+    if raw is None or not raw.strip():
+        return None
+    try:
+        moment = datetime.fromisoformat(raw.strip())
+    except ValueError as exc:
+        raise BadInput(f"since: expected an ISO 8601 time, got {raw!r}") from exc
+    # A time without an offset is read as UTC, the gateway's storage time.
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def parse_limit(raw: str | None) -> int:
+    if raw is None or not raw.strip():
+        return DEFAULT_LIMIT
+    text = raw.strip()
+    if not text.isdigit() or not 1 <= int(text) <= MAX_LIMIT:
+        raise BadInput(f"limit: expected a whole number 1..{MAX_LIMIT}, got {raw!r}")
+    return int(text)
+
+
+def parse_cursor(raw: str | None) -> int | None:
+    if raw is None or not raw.strip():
+        return None
+    text = raw.strip()
+    if not text.isdigit() or len(text) > 18 or int(text) < 1:
+        raise BadInput(f"cursor: not a cursor this API returned: {raw!r}")
+    return int(text)
+
+
+def parse_period(raw: str | None) -> str:
+    period = (raw or "").strip()
+    if not _PERIOD.fullmatch(period):
+        raise BadInput(f"period: expected YYYY-MM, got {raw!r}")
+    return period
+
+
+def message_item(message: StoredMessage) -> dict[str, Any]:
+    return {
+        "id": message.id,
+        "direction": message.direction,
+        "channel": message.channel,
+        "phone": message.phone,
+        "account": message.account,
+        "text": message.text,
+        "outcome": message.outcome,
+        "created_at": message.created_at.isoformat(),
+        "reply_to": message.reply_to,
+        "delivery_status": message.delivery_status,
+    }
+
+
+async def list_messages(request: web.Request) -> web.Response:
+    query = request.query
+    phone = parse_phone(query.get("phone"))
+    account = parse_account(query.get("account"))
+    outcome = parse_outcome(query.get("outcome"))
+    since = parse_since(query.get("since"))
+    limit = parse_limit(query.get("limit"))
+    cursor = parse_cursor(query.get("cursor"))
+    store = request.app[GATEWAY_KEY].store
+    async with store.reader() as tx:
+        # One row more than asked tells whether another page exists.
+        found = await tx.list_messages(
+            phone=phone,
+            account=account,
+            outcome=outcome,
+            since=since,
+            before_id=cursor,
+            limit=limit + 1,
+        )
+    page = found[:limit]
+    next_cursor = str(page[-1].id) if len(found) > limit else None
+    return web.json_response({"items": [message_item(m) for m in page], "next_cursor": next_cursor})
+
+
+async def account_readings(request: web.Request) -> web.Response:
+    account = parse_account(request.match_info["account"])
+    assert account is not None
+    store = request.app[GATEWAY_KEY].store
+    if not await account_exists(store, account):
+        raise NotFound(f"unknown account {account}")
+    async with store.reader() as tx:
+        history = await tx.readings_of_account(account)
+    return web.json_response({"account": account, "readings": history})
+
+
+async def export(request: web.Request) -> web.Response:
+    period = parse_period(request.query.get("period"))
+    out = io.StringIO()
+    # Whole export in memory: one row is ~60 bytes, a million readings ~60 MB.
+    await export_readings(request.app[GATEWAY_KEY].store, period, out)
+    return web.Response(
+        text=out.getvalue(),
+        content_type="text/csv",
+        charset="utf-8",
+        headers={"Content-Disposition": f'attachment; filename="readings-{period}.csv"'},
+    )
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/api/messages", list_messages)
+    app.router.add_get("/api/accounts/{account}/readings", account_readings)
+    app.router.add_get("/api/readings/export", export)

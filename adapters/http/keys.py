@@ -1,0 +1,14 @@
+"""Typed keys of the aiohttp application's state."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from aiohttp import web
+
+from adapters.http.auth import OpsAuth
+from sms_gateway.bootstrap import Gateway
+
+GATEWAY_KEY = web.AppKey("gateway", Gateway)
+LINK_STATE_KEY = web.AppKey("link_state", Callable[[], str])
+AUTH_KEY = web.AppKey("ops_auth", OpsAuth)

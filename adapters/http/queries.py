@@ -1,0 +1,148 @@
+"""The read queries behind the ops dashboard, in SQLAlchemy Core on the shared schema.
+
+They live here rather than in the store because only the dashboard needs them: hourly
+counts, the outcome mix and conversations (an inbound SMS joined with our reply).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import func, or_, select
+
+from adapters.db.schema import accounts, messages
+from adapters.db.store import SqlStore, from_db_time, to_db_time
+
+
+@dataclass(frozen=True, slots=True)
+class Conversation:
+    """One inbound SMS with the reply we sent to it (if any)."""
+
+    inbound_id: int
+    created_at: datetime
+    channel: str
+    phone: str
+    account: str | None
+    text: str
+    outcome: str | None
+    reply_id: int | None
+    reply_text: str | None
+    reply_status: str | None
+    delivery_status: str | None
+    delivery_error: str | None
+
+
+async def conversations(
+    store: SqlStore,
+    *,
+    phone: str | None = None,
+    account: str | None = None,
+    limit: int = 50,
+) -> list[Conversation]:
+    """The latest inbound SMS, newest first; with both filters, either may match."""
+    reply = messages.alias("reply")
+    inbound = messages
+    stmt = (
+        select(
+            inbound.c.id,
+            inbound.c.created_at,
+            inbound.c.channel,
+            inbound.c.phone,
+            inbound.c.account,
+            inbound.c.text,
+            inbound.c.outcome,
+            reply.c.id.label("reply_id"),
+            reply.c.text.label("reply_text"),
+            reply.c.status.label("reply_status"),
+            reply.c.delivery_status,
+            reply.c.error.label("delivery_error"),
+        )
+        .select_from(inbound.outerjoin(reply, reply.c.reply_to == inbound.c.id))
+        .where(inbound.c.direction == "in")
+        .order_by(inbound.c.id.desc())
+        .limit(limit)
+    )
+    matches = []
+    if phone:
+        matches.append(inbound.c.phone == phone)
+    if account:
+        matches.append(inbound.c.account == account)
+    if matches:
+        stmt = stmt.where(or_(*matches))
+    async with store.reader() as tx:
+        rows = (await tx.conn.execute(stmt)).all()
+    out = []
+    for row in rows:
+        created = from_db_time(row.created_at)
+        assert created is not None
+        out.append(
+            Conversation(
+                inbound_id=int(row.id),
+                created_at=created,
+                channel=row.channel,
+                phone=row.phone,
+                account=row.account,
+                text=row.text,
+                outcome=row.outcome,
+                reply_id=row.reply_id,
+                reply_text=row.reply_text,
+                reply_status=row.reply_status,
+                delivery_status=row.delivery_status,
+                delivery_error=row.delivery_error,
+            )
+        )
+    return out
+
+
+async def inbound_per_hour(store: SqlStore, since: datetime) -> dict[datetime, int]:
+    """Inbound SMS counted per UTC hour from `since` on (hours without traffic absent)."""
+    created = messages.c.created_at
+    if store.dialect == "postgresql":
+        hour = func.date_trunc("hour", created)
+    else:
+        # SQLite stores naive UTC text: the first 13 characters name the hour.
+        hour = func.strftime("%Y-%m-%d %H:00:00", created)
+    stmt = (
+        select(hour.label("hour"), func.count().label("n"))
+        .where(messages.c.direction == "in", created >= to_db_time(since))
+        .group_by(hour)
+    )
+    async with store.reader() as tx:
+        rows = (await tx.conn.execute(stmt)).all()
+    counts: dict[datetime, int] = {}
+    for row in rows:
+        moment = row.hour if isinstance(row.hour, datetime) else datetime.fromisoformat(row.hour)
+        counts[moment.replace(tzinfo=UTC)] = int(row.n)
+    return counts
+
+
+async def outcome_mix(store: SqlStore, since: datetime) -> dict[str | None, int]:
+    """How many inbound SMS since `since` ended in each outcome (None: not handled yet)."""
+    stmt = (
+        select(messages.c.outcome, func.count().label("n"))
+        .where(messages.c.direction == "in", messages.c.created_at >= to_db_time(since))
+        .group_by(messages.c.outcome)
+    )
+    async with store.reader() as tx:
+        rows = (await tx.conn.execute(stmt)).all()
+    return {row.outcome: int(row.n) for row in rows}
+
+
+async def account_exists(store: SqlStore, account: str) -> bool:
+    async with store.reader() as tx:
+        found = await tx.conn.execute(
+            select(accounts.c.account).where(accounts.c.account == account)
+        )
+        return found.first() is not None
+
+
+async def inbound_queue_depth(store: SqlStore) -> int:
+    """Inbound SMS stored but not yet processed."""
+    async with store.reader() as tx:
+        result = await tx.conn.execute(
+            select(func.count())
+            .select_from(messages)
+            .where(messages.c.direction == "in", messages.c.status == "received")
+        )
+        return int(result.scalar_one())

@@ -1,0 +1,384 @@
+"""The ops HTTP surface through aiohttp's test client: health, metrics, the JSON API,
+the login cookie and the dashboard page, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import io
+from datetime import timedelta
+
+import pytest
+from structlog.testing import capture_logs
+
+from adapters.db.bulk import export_readings
+from adapters.http import create_app
+from sms_gateway import __version__
+from sms_gateway.bootstrap import build_gateway
+from sms_gateway.domain.model import InboundSms
+
+OPS_TOKEN = "ops-token-for-tests-7f3a"
+BEARER = {"Authorization": f"Bearer {OPS_TOKEN}"}
+PHONE = "+79161234567"
+
+
+async def send(gateway, clock, text, phone=PHONE):
+    """One inbound SMS through the real pipeline (CLI channel), at the test clock."""
+    return await gateway.pipeline.handle(
+        InboundSms(channel="cli", phone=phone, short_number="7377", text=text, received_at=clock())
+    )
+
+
+@pytest.fixture
+async def ops(db_url, settings_for, gateway_factory, aiohttp_client):
+    gateway = await gateway_factory(settings_for(db_url, ops={"token": OPS_TOKEN}))
+    client = await aiohttp_client(create_app(gateway, link_state=lambda: "bound"))
+    return client, gateway
+
+
+# -- health and metrics ---------------------------------------------------------
+
+
+async def test_health_reports_database_link_and_version(ops):
+    """/health is open and says the database is up, the SMPP link state and the version."""
+    client, _gateway = ops
+
+    response = await client.get("/health")
+
+    assert (200, {"database": "ok", "smpp": "bound", "version": __version__}) == (
+        response.status,
+        await response.json(),
+    )
+
+
+async def test_health_is_503_when_the_database_is_unreachable(settings_for, aiohttp_client):
+    """A database that does not answer makes /health 503 (load balancers take us out)."""
+    dead = settings_for("postgresql+asyncpg://gateway@127.0.0.1:1/gateway")
+    gateway = await build_gateway(dead, check_schema=False)
+    try:
+        client = await aiohttp_client(create_app(gateway, link_state=lambda: "unbound"))
+        response = await client.get("/health")
+        assert (503, "unavailable") == (response.status, (await response.json())["database"])
+        # /metrics still answers: a scrape must not fail because the database is down.
+        assert 200 == (await client.get("/metrics")).status
+    finally:
+        await gateway.aclose()
+
+
+async def test_metrics_expose_the_gateway_registry(ops, clock):
+    """/metrics is open Prometheus text with inbound counts by channel and outcome, the
+    latency histograms, SMPP counters and queue depths."""
+    client, gateway = ops
+    await send(gateway, clock, "1234567833 1250")
+
+    response = await client.get("/metrics")
+    text = await response.text()
+
+    assert (200, "text/plain") == (response.status, response.content_type)
+    for line in (
+        'sms_gateway_inbound_messages_total{channel="cli",outcome="accepted"} 1.0',
+        "sms_gateway_parse_seconds_count 1.0",
+        'sms_gateway_handle_seconds_count{channel="cli"} 1.0',
+        "sms_gateway_smpp_reconnects_total 0.0",
+        "sms_gateway_outbox_depth 0.0",
+        "sms_gateway_inbound_queue_depth 0.0",
+    ):
+        assert line in text.splitlines(), line
+
+
+# -- authentication ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {OPS_TOKEN}"}],
+)
+async def test_api_needs_the_ops_token(ops, headers):
+    """Without the exact bearer token the API answers 401 JSON and a Bearer challenge."""
+    client, _gateway = ops
+
+    response = await client.get("/api/messages", headers=headers)
+
+    assert 401 == response.status
+    assert 'Bearer realm="ops"' == response.headers["WWW-Authenticate"]
+    assert "a valid ops token is required" in (await response.json())["error"]
+
+
+async def test_empty_ops_token_locks_the_api(
+    sqlite_url, settings_for, gateway_factory, aiohttp_client
+):
+    """With no [ops] token configured nobody gets in, not even with an empty bearer."""
+    gateway = await gateway_factory(settings_for(sqlite_url))
+    client = await aiohttp_client(create_app(gateway, link_state=lambda: "disabled"))
+
+    response = await client.get("/api/messages", headers={"Authorization": "Bearer "})
+    login = await client.post("/login", data={"token": ""}, allow_redirects=False)
+
+    assert (401, 401) == (response.status, login.status)
+    assert "no [ops] token is configured" in (await response.json())["error"]
+
+
+async def test_login_sets_a_strict_httponly_session_cookie_without_the_token(ops):
+    """The login form answers a redirect with an HttpOnly, SameSite=Strict cookie that
+    does not contain the token; the cookie then opens the API and the dashboard."""
+    client, _gateway = ops
+
+    with capture_logs() as logs:
+        response = await client.post("/login", data={"token": OPS_TOKEN}, allow_redirects=False)
+
+    assert (303, "/") == (response.status, response.headers["Location"])
+    cookie = response.cookies["ops_session"]
+    assert ("", True, "Strict", "") == (
+        cookie["secure"],
+        cookie["httponly"],
+        cookie["samesite"],
+        cookie["domain"],
+    )
+    assert OPS_TOKEN not in cookie.value
+    assert OPS_TOKEN not in repr(logs)
+    assert 200 == (await client.get("/api/messages")).status
+    assert 200 == (await client.get("/")).status
+
+
+async def test_cookie_is_secure_behind_an_https_proxy(ops):
+    """Behind a TLS proxy (X-Forwarded-Proto: https) the session cookie is Secure."""
+    client, _gateway = ops
+
+    response = await client.post(
+        "/login",
+        data={"token": OPS_TOKEN},
+        headers={"X-Forwarded-Proto": "https"},
+        allow_redirects=False,
+    )
+
+    assert True is response.cookies["ops_session"]["secure"]
+
+
+async def test_wrong_login_is_401_and_a_forged_cookie_opens_nothing(ops):
+    """A wrong token re-shows the form with 401; a made-up session cookie is ignored."""
+    client, _gateway = ops
+
+    response = await client.post("/login", data={"token": "guess"}, allow_redirects=False)
+    forged = await client.get("/api/messages", cookies={"ops_session": "99999999999.deadbeef"})
+
+    assert (401, True) == (response.status, "That token is not right." in await response.text())
+    assert 401 == forged.status
+
+
+async def test_logout_ends_the_session(ops):
+    """After POST /logout the cookie is gone and the dashboard redirects to the login."""
+    client, _gateway = ops
+    await client.post("/login", data={"token": OPS_TOKEN})
+
+    await client.post("/logout", allow_redirects=False)
+    response = await client.get("/", allow_redirects=False)
+
+    assert (303, "/login") == (response.status, response.headers["Location"])
+
+
+# -- /api/messages ----------------------------------------------------------------
+
+
+async def test_messages_newest_first_with_cursor_paging(ops, clock):
+    """Items come newest first with every documented field; next_cursor walks through
+    the older pages and is null on the last one."""
+    client, gateway = ops
+    for minute, reading in enumerate((1250, 1260, 1270)):
+        clock.now += timedelta(minutes=minute)
+        await send(gateway, clock, f"1234567833 {reading}")
+
+    first = await (await client.get("/api/messages?limit=4", headers=BEARER)).json()
+    second = await (
+        await client.get(f"/api/messages?limit=4&cursor={first['next_cursor']}", headers=BEARER)
+    ).json()
+
+    assert [6, 5, 4, 3] == [item["id"] for item in first["items"]]
+    assert ([2, 1], None) == ([item["id"] for item in second["items"]], second["next_cursor"])
+    assert {
+        "id": 1,
+        "direction": "in",
+        "channel": "cli",
+        "phone": PHONE,
+        "account": "1234567833",
+        "text": "1234567833 1250",
+        "outcome": "accepted",
+        "created_at": "2026-11-18T09:00:00+00:00",
+        "reply_to": None,
+        "delivery_status": None,
+    } == second["items"][1]
+    assert ("out", 1) == (second["items"][0]["direction"], second["items"][0]["reply_to"])
+
+
+@pytest.mark.parametrize(
+    ("query", "expected_ids"),
+    [
+        ("phone=8 (916) 123-45-67", [2, 1]),
+        ("phone=%2B7 916 123 45 67", [2, 1]),
+        ("phone=79031112233", [4, 3]),
+        ("account=4440005556", [4, 3]),
+        ("outcome=unknown_account", [6, 5]),
+        ("since=2026-11-18T10:00:00%2B01:00", [6, 5, 4, 3, 2, 1]),
+        ("since=2026-11-18T09:30:00", [6, 5]),
+    ],
+)
+async def test_message_filters(ops, clock, query, expected_ids):
+    """phone takes any usual spelling; account, outcome and since narrow the log."""
+    client, gateway = ops
+    await send(gateway, clock, "1234567833 1250")
+    await send(gateway, clock, "4440005556 3100", phone="+79031112233")
+    clock.now += timedelta(hours=1)
+    await send(gateway, clock, "9999999999 1", phone="+79990001122")
+
+    body = await (await client.get(f"/api/messages?{query}", headers=BEARER)).json()
+
+    assert expected_ids == [item["id"] for item in body["items"]]
+
+
+@pytest.mark.parametrize(
+    ("query", "error"),
+    [
+        ("limit=0", "limit: expected a whole number 1..1000, got '0'"),
+        ("limit=1001", "limit: expected a whole number 1..1000, got '1001'"),
+        ("limit=ten", "limit: expected a whole number 1..1000, got 'ten'"),
+        ("phone=hello", "phone: not a phone number: 'hello'"),
+        ("since=yesterday", "since: expected an ISO 8601 time, got 'yesterday'"),
+        ("cursor=-5", "cursor: not a cursor this API returned: '-5'"),
+        ("account=1234;drop", "account: expected up to 32 letters and digits, got '1234;drop'"),
+    ],
+)
+async def test_bad_parameters_are_a_clear_400(ops, query, error):
+    """Each bad parameter answers 400 JSON naming the parameter and what it expects."""
+    client, _gateway = ops
+
+    response = await client.get(f"/api/messages?{query}", headers=BEARER)
+
+    assert (400, {"error": error}) == (response.status, await response.json())
+
+
+async def test_unknown_outcome_lists_the_known_ones(ops):
+    """An unknown outcome filter says which outcomes exist."""
+    client, _gateway = ops
+
+    response = await client.get("/api/messages?outcome=great", headers=BEARER)
+
+    assert 400 == response.status
+    assert "accepted, accepted_next_period," in (await response.json())["error"]
+
+
+async def test_unknown_route_and_wrong_method_are_json(ops):
+    """aiohttp's own 404 and 405 come back as JSON errors too, never an HTML traceback."""
+    client, _gateway = ops
+
+    missing = await client.get("/api/nothing-here", headers=BEARER)
+    wrong = await client.delete("/health")
+
+    assert (404, {"error": "not found"}) == (missing.status, await missing.json())
+    assert (405, {"error": "method not allowed"}) == (wrong.status, await wrong.json())
+    assert "GET" in wrong.headers["Allow"]
+
+
+# -- readings -------------------------------------------------------------------
+
+
+async def test_account_readings_history(ops, clock):
+    """The booked readings of an account's meters, whatever the spelling of the account."""
+    client, gateway = ops
+    await send(gateway, clock, "5550001112 5500 2150", phone="+79167654321")
+
+    response = await client.get("/api/accounts/5550001112/readings", headers=BEARER)
+
+    assert 200 == response.status
+    assert {
+        "account": "5550001112",
+        "readings": [
+            {
+                "meter_serial": "12345678",
+                "period": "2026-11",
+                "values": [5500, 2150],
+                "status": "accepted",
+                "submitted_at": "2026-11-18T09:00:00+00:00",
+                "channel": "cli",
+            }
+        ],
+    } == await response.json()
+
+
+async def test_unknown_account_is_404(ops):
+    """Asking for an account that does not exist is a 404 JSON error."""
+    client, _gateway = ops
+
+    response = await client.get("/api/accounts/0000000000/readings", headers=BEARER)
+
+    assert (404, {"error": "unknown account 0000000000"}) == (
+        response.status,
+        await response.json(),
+    )
+
+
+async def test_export_is_the_cli_csv(ops, clock):
+    """The export endpoint serves byte for byte the CSV the CLI export writes."""
+    client, gateway = ops
+    await send(gateway, clock, "1234567833 1250")
+    await send(gateway, clock, "5550001112 5500 2150", phone="+79167654321")
+    expected = io.StringIO()
+    await export_readings(gateway.store, "2026-11", expected)
+
+    response = await client.get("/api/readings/export?period=2026-11", headers=BEARER)
+
+    assert (200, "text/csv") == (response.status, response.content_type)
+    assert 'attachment; filename="readings-2026-11.csv"' == response.headers["Content-Disposition"]
+    assert expected.getvalue() == await response.text()
+    assert 3 == len(expected.getvalue().splitlines())
+
+
+@pytest.mark.parametrize("period", ["", "2026-13", "2026-1", "november"])
+async def test_export_needs_a_valid_period(ops, period):
+    """The period must be YYYY-MM; anything else is a 400 saying so."""
+    client, _gateway = ops
+
+    response = await client.get(f"/api/readings/export?period={period}", headers=BEARER)
+
+    assert (400, {"error": f"period: expected YYYY-MM, got {period!r}"}) == (
+        response.status,
+        await response.json(),
+    )
+
+
+# -- dashboard (server side; the browser test is in tests/e2e) ----------------------
+
+
+async def test_dashboard_redirects_to_login_without_a_session(ops):
+    """The dashboard is behind the token: a visitor without it lands on the login form."""
+    client, _gateway = ops
+
+    response = await client.get("/", allow_redirects=False)
+    login = await client.get("/login")
+
+    assert (303, "/login") == (response.status, response.headers["Location"])
+    assert (200, True) == (login.status, 'name="token"' in await login.text())
+
+
+async def test_dashboard_masks_phones_until_revealed(ops, clock):
+    """Phones show only their last 4 digits; ?reveal=1 shows them in full."""
+    client, gateway = ops
+    await send(gateway, clock, "1234567833 1250")
+
+    masked = await (await client.get("/", headers=BEARER)).text()
+    revealed = await (await client.get("/?reveal=1", headers=BEARER)).text()
+
+    assert ("+*******4567" in masked, PHONE in masked) == (True, False)
+    assert PHONE in revealed
+
+
+async def test_dashboard_search_by_phone_or_account(ops, clock):
+    """One search box finds conversations by any phone spelling or by account; text that
+    is neither is explained instead of silently matching nothing."""
+    client, gateway = ops
+    await send(gateway, clock, "1234567833 1250")
+    await send(gateway, clock, "4440005556 3100", phone="+79031112233")
+
+    by_phone = await (await client.get("/?q=8 903 111-22-33", headers=BEARER)).text()
+    by_account = await (await client.get("/?q=1234567833", headers=BEARER)).text()
+    nonsense = await (await client.get("/?q=hello", headers=BEARER)).text()
+
+    assert ("4440005556 3100" in by_phone, "1234567833 1250" in by_phone) == (True, False)
+    assert ("1234567833 1250" in by_account, "4440005556 3100" in by_account) == (True, False)
+    assert "is neither a phone number nor an account number" in nonsense
