@@ -103,6 +103,12 @@ LABELLED: list[tuple[str, ParsedMessage]] = [
     ("Т1 5450\nТ2 2130", readings(labelled=((T1, 5450), (T2, 2130)))),
     ("Т15450 Т22130", readings(labelled=((T1, 5450), (T2, 2130)))),
     ("Т 1 5450 Т 2 2130", readings(labelled=((T1, 5450), (T2, 2130)))),
+    ("т-1 5450 т-2 2130", readings(labelled=((T1, 5450), (T2, 2130)))),
+    (
+        "пиковый 900 полупиковая 1550 ночной 640",
+        readings(labelled=((T1, 900), (T3, 1550), (T2, 640))),
+    ),
+    ("DAY123", readings(labelled=((T1, 123),))),  # a label wins over the account pattern
     ("т3 1550 т1 900 т2 640", readings(labelled=((T3, 1550), (T1, 900), (T2, 640)))),
     ("день 5450 ночь 2130", readings(labelled=((T1, 5450), (T2, 2130)))),
     ("ДЕНЬ 5450 НОЧЬ 2130", readings(labelled=((T1, 5450), (T2, 2130)))),
@@ -195,7 +201,9 @@ ACCOUNTS_AND_NOISE: list[tuple[str, ParsedMessage]] = [
         readings(labelled=((T1, 5450), (T2, 2130)), account="1234567833"),
     ),
     # meters
+    ("5550001112", readings("5550001112")),  # only the service knows it is an account
     ("ПУ 5678 5450", readings("5450", meter="5678")),
+    ("ЛС 5550001112 ПУ 1111 ПУ 1111 5", readings("5", account="5550001112", meter="1111")),
     ("пу5678 5450", readings("5450", meter="5678")),
     ("1234567833 ПУ 5678 5450", readings("1234567833", "5450", meter="5678")),
     ("1234567833 №12345678 5450", readings("1234567833", "5450", meter="12345678")),
@@ -228,6 +236,7 @@ COMMANDS: list[tuple[str, ParsedMessage]] = [
     ("последние 5550001112", command(Command.LAST, account="5550001112")),
     ("последние показания 5550001112", command(Command.LAST, account="5550001112")),
     ("ИНФО 5550001112", command(Command.LAST, account="5550001112")),
+    ("info", command(Command.LAST)),
     ("инфо лс 5550001112", command(Command.LAST, account="5550001112")),
     ("LAST ACC123", command(Command.LAST, account="ACC123")),
     ("last асс123", command(Command.LAST, account="ACC123")),
@@ -281,6 +290,7 @@ FAILURES: list[tuple[str, ParsedMessage]] = [
     ("ЛС", failure(R.LABEL_WITHOUT_VALUE, "ЛС")),
     ("Т1 5450 ЛС", failure(R.LABEL_WITHOUT_VALUE, "ЛС")),
     ("ПУ Т1 5450", failure(R.LABEL_WITHOUT_VALUE, "ПУ")),
+    ("ЛС DAY123 5450", failure(R.LABEL_WITHOUT_VALUE, "ЛС")),
     ("1234567833 № Т1 5450", failure(R.LABEL_WITHOUT_VALUE, "№")),
     ("Т1 5450 Т1 2130", failure(R.REPEATED_ZONE, "Т1")),
     ("день 5450 пик 900", failure(R.REPEATED_ZONE, "пик")),
