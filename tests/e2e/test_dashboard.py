@@ -1,0 +1,143 @@
+"""The ops dashboard in a real headless Chromium, against the real app on 127.0.0.1.
+
+An SMS arrives through the signed Twilio webhook, ops logs in with the token, sees the
+conversation, searches for it by phone and takes a screenshot (kept in the test's
+tmp dir). Debian's chromium is driven by Playwright; Playwright's own browsers are
+never downloaded. Under CI=true a missing chromium fails the test instead of skipping.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp import web
+from twilio.request_validator import RequestValidator
+
+from adapters.http import create_app
+
+CHROMIUM = Path(os.environ.get("SMS_GATEWAY_TEST_CHROMIUM", "/usr/bin/chromium"))
+IN_CI = os.environ.get("CI", "").lower() == "true"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+OPS_TOKEN = "ops-token-for-the-browser"
+AUTH_TOKEN = "twilio-auth-token-for-the-browser"
+PUBLIC_URL = "https://sms.example.ru/twilio/sms"
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture
+def chromium() -> Path:
+    if not CHROMIUM.exists():
+        reason = f"{CHROMIUM} is missing (apt-get install -y chromium)"
+        if IN_CI:
+            pytest.fail(reason + " — CI must run the browser test")
+        pytest.skip(reason)
+    return CHROMIUM
+
+
+@pytest.fixture
+async def served(sqlite_url, settings_for, gateway_factory) -> AsyncIterator[str]:
+    """The real application on 127.0.0.1 with a random port; yields its base URL."""
+    settings = settings_for(
+        sqlite_url,
+        ops={"token": OPS_TOKEN},
+        twilio={"enabled": True, "auth_token": AUTH_TOKEN, "public_url": PUBLIC_URL},
+    )
+    gateway = await gateway_factory(settings)
+    runner = web.AppRunner(create_app(gateway, link_state=lambda: "bound"), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        await runner.cleanup()
+
+
+async def post_signed(base_url: str, path: str, public_url: str, form: dict[str, str]) -> str:
+    signature = RequestValidator(AUTH_TOKEN).compute_signature(public_url, form)
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(
+            f"{base_url}{path}", data=form, headers={"X-Twilio-Signature": signature}
+        ) as response,
+    ):
+        assert 200 == response.status
+        return await response.text()
+
+
+async def send_signed_sms(base_url: str, sid: str, sender: str, body: str) -> str:
+    form = {"MessageSid": sid, "From": sender, "To": "+15005550006", "Body": body}
+    return await post_signed(base_url, "/twilio/sms", PUBLIC_URL, form)
+
+
+async def test_ops_logs_in_sees_the_webhook_message_and_finds_it_by_phone(
+    chromium, served, tmp_path
+):
+    """Through a real browser: the login form lets ops in, the conversation that just
+    came through the signed webhook is listed with its outcome, our reply and a masked
+    phone, a search by another spelling of the phone finds it, and the SMPP state shows."""
+    from playwright.async_api import async_playwright
+
+    await send_signed_sms(served, "SMe2e0001", "79161234567", "1234567833 1250")
+    twiml = await send_signed_sms(served, "SMe2e0002", "79031112233", "4440005556 3100")
+    # Twilio reports the second reply delivered to the URL our TwiML gave it.
+    reply_query = re.search(r"/twilio/status(\?reply=\d+)", twiml).group(1)
+    await post_signed(
+        served,
+        "/twilio/status" + reply_query,
+        "https://sms.example.ru/twilio/status" + reply_query,
+        {"MessageSid": "SMout0002", "MessageStatus": "delivered"},
+    )
+
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch_persistent_context(
+            str(tmp_path / "profile"),
+            executable_path=str(chromium),
+            headless=True,
+            args=CHROMIUM_ARGS,
+            viewport={"width": 1366, "height": 768},
+        )
+        try:
+            page = await browser.new_page()
+            await page.goto(served + "/")
+            assert served + "/login" == page.url
+
+            await page.get_by_label("Ops token").fill(OPS_TOKEN)
+            await page.get_by_role("button", name="Sign in").click()
+            await page.wait_for_url(served + "/")
+
+            rows = page.locator("table.conversations tbody tr")
+            assert 2 == await rows.count()
+            assert "bound" == await page.locator("#smpp-state").inner_text()
+            assert "2" == await page.locator("#total").inner_text()
+            assert "delivered" == await rows.first.locator("td.delivery").inner_text()
+
+            await page.get_by_label("Phone or account").fill("8 (916) 123-45-67")
+            await page.get_by_role("button", name="Search").click()
+            await page.wait_for_url("**/?q=*")
+
+            assert 1 == await rows.count()
+            cells = [await cell.inner_text() for cell in await rows.first.locator("td").all()]
+            assert [
+                "+*******4567",
+                "1234567833",
+                "1234567833 1250",
+                "accepted",
+                "Приняты показания ЛС 1234567833: Т1 1250 (+66).",
+                "sent\nno receipt yet",
+            ] == cells[1:]
+            screenshot = tmp_path / "dashboard.png"
+            await page.screenshot(path=str(screenshot), full_page=True)
+        finally:
+            await browser.close()
+    assert screenshot.stat().st_size > 10_000
+    if keep := os.environ.get("SMS_GATEWAY_KEEP_SCREENSHOT"):
+        shutil.copy(screenshot, keep)
