@@ -200,6 +200,10 @@ ACCOUNTS_AND_NOISE: list[tuple[str, ParsedMessage]] = [
         "Здравствуйте!\n\nЛС 1234567833\nТ1 5450\nТ2 2130\n\nС уважением",
         readings(labelled=((T1, 5450), (T2, 2130)), account="1234567833"),
     ),
+    (
+        "ЛС 5550001112\nДень - 5450,3\nНочь - 2130,7\nС уважением, Иванова А.",
+        readings(labelled=((T1, 5450), (T2, 2130)), account="5550001112"),
+    ),
     # meters
     ("5550001112", readings("5550001112")),  # only the service knows it is an account
     ("ПУ 5678 5450", readings("5450", meter="5678")),
