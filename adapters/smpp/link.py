@@ -242,6 +242,9 @@ class SmppLink:
         client.logger.setLevel(logging.INFO)
         self._client = client
         client.connect()
+        # SMPP is request/response with small PDUs: Nagle's algorithm plus the peer's
+        # delayed ACK would hold a deliver_sm_resp or submit_sm back by up to 40 ms.
+        client._socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         bind = {
             "transceiver": client.bind_transceiver,
             "receiver": client.bind_receiver,

@@ -91,8 +91,14 @@ function bound_sessions(for_delivery) {
 }
 
 function on_submit(session, pdu) {
+  if (burst) {
+    // A benchmark burst: answer at once, report only the summary (no line per PDU).
+    burst.on_reply(pdu);
+    message_counter += 1;
+    session.send(pdu.response({ message_id: 'm' + message_counter }));
+    return;
+  }
   const entry = describe(pdu);
-  if (burst) burst.on_reply(pdu);
   if (faults.silent_submit) {
     entry.answered = false;
     emit(entry);
@@ -126,6 +132,8 @@ function on_submit(session, pdu) {
 function on_session(session) {
   sessions.add(session);
   session.bound = null;
+  session.socket.setNoDelay(true); // as a production SMSC would: no Nagle delays
+
   emit({ event: 'connect', sessions: sessions.size });
   session.on('pdu', (pdu) => {
     if (pdu.command === 'submit_sm') return; // reported by on_submit with its answer

@@ -1,0 +1,223 @@
+"""SMPP throughput and latency against the node-smpp SMSC, in one run.
+
+1. raw:      a bare smpplib ESME (one thread, Client.listen) that acknowledges each
+             deliver_sm and echoes it back as a submit_sm: the library's limit here.
+2. adapter:  the SmppAdapter on in-memory ports (store and reply cost nothing): the
+             adapter's own ceiling, to tell its overhead from the store's.
+3. gateway:  the SmppAdapter on the full gateway (decode, parse, validate, book on
+             SQLite, compose the reply, outbox, submit_sm).
+4. steady:   the gateway at a paced 200 MO/s, for the MO->reply latency percentiles.
+
+The SMSC (tests/smsc/peer.js) pushes valid readings, one subscriber number per MO,
+with at most 50 deliver_sm unanswered, and times each MO to the submit_sm that answers
+it. Usage: .venv/bin/python bench/smpp.py [--count 5000] [--steady 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import socket
+import sys
+import tempfile
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from adapters.smpp import SmppAdapter  # noqa: E402
+from sms_gateway.config import Settings  # noqa: E402
+from tests.integration.smpp_support import SmscPeer, peer_problem, smpp_settings  # noqa: E402
+
+SHORT_NUMBER = "7377"
+WINDOW = 50
+BENCH_NOW = datetime(2026, 11, 18, 9, 0, tzinfo=UTC)
+
+
+def write_accounts(path: Path, first: int, count: int) -> list[str]:
+    """One single-zone meter per account, last read a month ago at 1000 kWh."""
+    accounts = [str(first + i) for i in range(count)]
+    with path.open("w", encoding="utf-8") as out:
+        out.write("account,meter_serial,zones,digits,phones,last_t1,last_t2,last_t3,last_read_on\n")
+        for i, account in enumerate(accounts):
+            out.write(
+                f"{account},{70_000_000 + first % 1000 * 100_000 + i},1,6,,1000,,,2026-10-20\n"
+            )
+    return accounts
+
+
+def raw_echo_esme(port: int, bound: threading.Event) -> None:
+    """The bare smpplib ESME: ack + echo, nothing else."""
+    from smpplib import client as smpplib_client
+    from smpplib import exceptions
+
+    client = smpplib_client.Client("127.0.0.1", port, timeout=5, allow_unknown_opt_params=True)
+    client.logger.setLevel(logging.WARNING)
+
+    def on_message(pdu: Any) -> int:
+        client.send_message(
+            source_addr_ton=5,
+            source_addr_npi=0,
+            source_addr=SHORT_NUMBER,
+            dest_addr_ton=1,
+            dest_addr_npi=1,
+            destination_addr=pdu.source_addr.decode(),
+            data_coding=pdu.data_coding,
+            short_message=pdu.short_message,
+        )
+        return 0
+
+    client.set_message_received_handler(on_message)
+    client.set_message_sent_handler(lambda pdu: None)
+    client.connect()
+    client._socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    client.bind_transceiver(system_id="raw", password="raw")
+    bound.set()
+    try:
+        client.listen()
+    except (exceptions.ConnectionError, OSError):
+        pass  # the SMSC drops the session when the run is over
+    finally:
+        client.state = 1  # not "bound": the socket is already gone
+        client.disconnect()
+
+
+async def burst(peer: SmscPeer, texts: list[str], prefix: str, rate: float = 0) -> dict:
+    await peer.command(
+        "burst",
+        count=len(texts),
+        window=WINDOW,
+        rate=rate,
+        destination_addr=SHORT_NUMBER,
+        source_prefix=prefix,
+        texts=texts,
+    )
+    done = await peer.wait_for(lambda e: e.get("event") == "burst_done", timeout=600)
+    peer.events.clear()
+    return done
+
+
+async def run_raw(peer: SmscPeer, count: int) -> dict:
+    bound = threading.Event()
+    thread = threading.Thread(target=raw_echo_esme, args=(peer.port, bound), daemon=True)
+    thread.start()
+    assert bound.wait(10), "raw ESME did not bind"
+    texts = [f"{1_000_000_000 + i} 1050" for i in range(count)]
+    result = await burst(peer, texts, "7915")
+    await peer.command("drop")
+    await asyncio.to_thread(thread.join, 10)
+    return result
+
+
+async def run_memory_adapter(peer: SmscPeer, count: int) -> dict:
+    from tests.integration.smpp_support import MemoryGateway
+
+    ports = MemoryGateway(reply=lambda inbound: "Prinyato: " + inbound.text)
+    adapter = SmppAdapter(
+        smpp_settings(peer.port, window=WINDOW, max_send_rate=100_000.0),
+        SHORT_NUMBER,
+        ports,
+        ports,
+    )
+    ports.on_reply_queued = adapter.notify_outbox
+    await adapter.start()
+    await peer.wait_bound()
+    try:
+        return await burst(peer, [f"{3_000_000_000 + i} 1050" for i in range(count)], "7925")
+    finally:
+        await adapter.stop(5.0)
+        await peer.wait_for(lambda e: e.get("event") == "close", timeout=5)
+
+
+async def run_gateway(peer: SmscPeer, count: int, steady: int) -> tuple[dict, dict, int]:
+    from adapters.db.bulk import import_accounts
+    from sms_gateway.bootstrap import build_gateway
+
+    workdir = Path(tempfile.mkdtemp(prefix="smsgw-bench-smpp-"))
+    settings = Settings().replace(
+        database={"url": f"sqlite+aiosqlite:///{workdir / 'gateway.db'}"},
+        gateway={"short_number": SHORT_NUMBER},
+    )
+    gateway = await build_gateway(settings, migrate=True, clock=lambda: BENCH_NOW)
+    fast_accounts = write_accounts(workdir / "fast.csv", 2_000_000_000, count)
+    steady_accounts = write_accounts(workdir / "steady.csv", 2_100_000_000, steady)
+    for name in ("fast.csv", "steady.csv"):
+        await import_accounts(
+            gateway.store, workdir / name, settings.gateway.account_pattern, BENCH_NOW
+        )
+    adapter = SmppAdapter(
+        smpp_settings(peer.port, window=WINDOW, max_send_rate=100_000.0),
+        SHORT_NUMBER,
+        gateway.pipeline,
+        gateway.outbox,
+        gateway.metrics,
+    )
+    gateway.pipeline.on_reply_queued(lambda _channel: adapter.notify_outbox())
+    await adapter.start()
+    await peer.wait_bound()
+    try:
+        fast = await burst(peer, [f"{a} 1050" for a in fast_accounts], "7926")
+        paced = await burst(peer, [f"{a} 1060" for a in steady_accounts], "7936", rate=200)
+    finally:
+        await adapter.stop(5.0)
+    from sqlalchemy import func, select
+
+    from adapters.db.schema import readings
+
+    async with gateway.store.reader() as tx:
+        booked = int(
+            (await tx.conn.execute(select(func.count()).select_from(readings))).scalar_one()
+        )
+    await gateway.aclose()
+    return fast, paced, booked
+
+
+def line(name: str, result: dict) -> str:
+    return (
+        f"{name:<22} {result['rate']:8.0f} MO/s  p50 {result['p50_ms']:6.1f} ms  "
+        f"p99 {result['p99_ms']:6.1f} ms  max {result['max_ms']:6.1f} ms  "
+        f"({result['replies']}/{result['count']} replied, {result['nacked']} nacked)"
+    )
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--count", type=int, default=5000, help="MO per throughput run")
+    parser.add_argument("--gateway-count", type=int, default=0, help="MO for the gateway run")
+    parser.add_argument("--steady", type=int, default=1000, help="MO in the 200 MO/s run")
+    args = parser.parse_args()
+    problem = peer_problem()
+    if problem:
+        raise SystemExit(problem)
+    # The per-message INFO lines would measure the console, not the gateway.
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    logging.getLogger().setLevel(logging.WARNING)
+    peer = await SmscPeer.start()
+    try:
+        started = time.monotonic()
+        raw = await run_raw(peer, args.count)
+        memory = await run_memory_adapter(peer, args.count)
+        gateway_count = args.gateway_count or args.count
+        fast, paced, booked = await run_gateway(peer, gateway_count, args.steady)
+    finally:
+        await peer.close()
+    print(f"SMPP bench: window {WINDOW}, {args.count} MO per run, one core per process")
+    print(line("raw smpplib echo", raw))
+    print(line("adapter, memory ports", memory))
+    print(line(f"gateway (SQLite) x{gateway_count}", fast))
+    print(line("gateway @ 200 MO/s", paced))
+    print(f"adapter / raw ratio    {memory['rate'] / raw['rate']:.2f}")
+    print(f"gateway / raw ratio    {fast['rate'] / raw['rate']:.2f}")
+    print(f"readings booked        {booked} of {gateway_count + args.steady}")
+    print(f"total bench time       {time.monotonic() - started:.1f} s")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
