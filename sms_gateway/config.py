@@ -85,6 +85,9 @@ class SmppSettings:
     reconnect_max_s: float = 60.0
     dcs0_charset: str = "gsm"  # gsm | latin1
     reassembly_timeout_s: float = 60.0
+    # Tag of a vendor TLV in which the SMSC sends each MO's message id (decimal, e.g.
+    # 5121 for 0x1401); 0 = none. Redeliveries are then recognised by that id.
+    mo_id_tlv: int = 0
 
 
 @dataclass(frozen=True)
@@ -261,6 +264,8 @@ def validate(settings: Settings) -> list[str]:
             problems.append("[smpp] reconnect_min_s/reconnect_max_s: expected 0 < min <= max")
         if s.enquire_link_s <= 0:
             problems.append("[smpp] enquire_link_s: expected a positive number")
+        if not 0 <= s.mo_id_tlv <= 0xFFFF:
+            problems.append("[smpp] mo_id_tlv: expected a TLV tag 0..65535 (0 = none)")
     if t.enabled:
         if not t.auth_token:
             problems.append(

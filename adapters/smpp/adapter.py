@@ -184,7 +184,7 @@ class SmppAdapter:
         self._throttle_delay = THROTTLE_MIN_S
         self._reference = itertools.count(int(time.time()) & 0xFF)
         self._reassembler = Reassembler(settings.reassembly_timeout_s)
-        self._mo_id_tlv: int = int(getattr(settings, "mo_id_tlv", 0) or 0)
+        self._mo_id_tlv = settings.mo_id_tlv
 
     # ---- lifecycle -------------------------------------------------------------------
 

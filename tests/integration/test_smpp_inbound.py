@@ -256,3 +256,18 @@ async def test_delivery_receipt_is_recorded_not_answered(
     assert [] == gateway.inbound
     await asyncio.sleep(0.2)
     assert 1 == len(smsc.pdus("submit_sm"))
+
+
+async def test_redelivery_recognised_by_a_vendor_message_id_tlv(
+    smsc: SmscPeer, adapter_factory: AdapterFactory
+) -> None:
+    """With mo_id_tlv set, the vendor TLV's id is the MO's identity: a redelivery with a
+    different text bucket is still the same message, another id is a new one."""
+    gateway = MemoryGateway()
+    await bound(adapter_factory, gateway, mo_id_tlv=0x1401)
+    for message_id in (b"SMSC-1\x00", b"SMSC-1\x00", b"SMSC-2\x00"):
+        sequence = await smsc.deliver(b"1234567833 1234", vendor_tlvs={0x1401: message_id})
+        assert ESME_ROK == await smsc.deliver_resp(sequence)
+    assert [("SMSC-1", 2), ("SMSC-2", 1)] == [
+        (stored.inbound.external_id, stored.deliveries) for stored in gateway.inbound
+    ]

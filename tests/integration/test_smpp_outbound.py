@@ -140,8 +140,9 @@ async def test_throttling_storm_backs_off_and_retries_until_sent(
     await gateway.until(
         lambda: all(gateway.outbound[i]["status"] == "sent" for i in ids), timeout=15
     )
-    submits = smsc.pdus("submit_sm")
-    assert 3 + len(storm) == len(submits)
+    submits = await smsc.wait_count(lambda e: e.get("command") == "submit_sm", 3 + len(storm))
+    await asyncio.sleep(0.1)
+    assert 3 + len(storm) == len(smsc.pdus("submit_sm"))
     assert 3 == len([s for s in submits if "assigned_message_id" in s])
     assert len(storm) == adapter.metrics.smpp_throttles._value.get()
 
@@ -216,6 +217,10 @@ async def test_link_lost_mid_burst_sends_every_waiting_reply_after_reconnect(
         lambda: all(gateway.outbound[i]["status"] == "sent" for i in ids), timeout=10
     )
     await smsc.wait_bound(2)
+    # The peer reports a submit_sm on stdout before answering it, but that line may be
+    # read after the answer has already marked the reply sent.
+    seen = {f"791600000{n:02d}" for n in range(30)}
+    await smsc.wait_for(lambda _: seen <= {s["destination_addr"] for s in smsc.pdus("submit_sm")})
     destinations = [s["destination_addr"] for s in smsc.pdus("submit_sm")]
     assert 30 == len(set(destinations))
     assert len(destinations) - 30 <= window
@@ -238,6 +243,7 @@ async def test_shutdown_flushes_replies_in_flight_then_unbinds(
     assert ESME_RX_T_APPN == await smsc.deliver_resp(sequence)
     await stopping
     assert ["sent"] * 20 == [gateway.outbound[i]["status"] for i in ids]
+    await smsc.wait_pdu("unbind")
     received = [e["command"] for e in smsc.events if e.get("event") == "pdu"]
     assert "unbind" == received[-1]
     assert [] == gateway.inbound
