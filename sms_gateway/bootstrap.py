@@ -40,6 +40,7 @@ class Gateway:
     parser: MessageParser
 
     async def aclose(self) -> None:
+        await self.pipeline.aclose()
         await self.store.aclose()
 
 

@@ -10,16 +10,22 @@ adapter builds an InboundSms
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import re
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
+from typing import Any, cast
 from zoneinfo import ZoneInfo
 
 import structlog
 
-from adapters.db.store import SqlStore, StoreTransaction
+from adapters.db.batch import BatchUnit
+from adapters.db.store import SqlStore
 from grammar import MessageParser
 from sms_gateway.config import Settings
 from sms_gateway.domain.model import Account, BookedReading, InboundSms, Meter, Outcome, Reply
@@ -33,6 +39,7 @@ from sms_gateway.domain.parsed import (
 )
 from sms_gateway.domain.replies import ReplyContext, compose_reply
 from sms_gateway.domain.rules import assign_zones, choose_period, evaluate_reading, match_meter
+from sms_gateway.errors import TemporaryFailure
 from sms_gateway.metrics import GatewayMetrics
 from sms_gateway.phones import mask_phone
 from sms_gateway.ports import AcceptedInbound
@@ -70,8 +77,38 @@ class _Outcome:
     extra: dict[str, str] = field(default_factory=dict)
 
 
+@dataclass(eq=False, slots=True)
+class _Job:
+    """One request to the batch worker."""
+
+    kind: str  # accept | process | handle
+    inbound: InboundSms
+    future: asyncio.Future[Any]
+    inbound_id: int | None = None
+    duplicate: bool = False
+    parsed: ParsedMessage | None = None
+    started: float = field(default_factory=time.perf_counter)
+
+
+@dataclass(slots=True)
+class _Handled:
+    decided: _Outcome | None
+    text: str | None
+    reply: Any = None  # the batch's reply record; its id is known after the flush
+    outcome: Outcome | None = None
+    reply_id: int | None = None
+    redelivery: bool = False
+
+
 class GatewayService:
-    """The core pipeline: implements ports.InboundPipeline."""
+    """The core pipeline: implements ports.InboundPipeline.
+
+    Requests queue for one worker that handles whatever has queued up in one
+    transaction (group commit): under load a commit carries many messages, idle
+    it carries one, and nobody waits for a timer.
+    """
+
+    max_batch = 200
 
     def __init__(
         self,
@@ -91,6 +128,10 @@ class GatewayService:
         self.locale = settings.gateway.locale
         self._reply_listeners: list[Callable[[str], None]] = []
         self._account_pattern = re.compile(settings.gateway.account_pattern)
+        self._jobs: deque[_Job] = deque()
+        self._wakeup: asyncio.Event | None = None
+        self._worker: asyncio.Task[None] | None = None
+        self._closed = False
 
     def on_reply_queued(self, listener: Callable[[str], None]) -> None:
         """Call `listener(channel)` whenever a reply lands in the outbox."""
@@ -99,69 +140,205 @@ class GatewayService:
     # -- the pipeline ------------------------------------------------------
 
     async def accept(self, inbound: InboundSms) -> AcceptedInbound:
-        async with self.store.transaction() as tx:
-            inbound_id, duplicate = await tx.insert_inbound(inbound)
-        return AcceptedInbound(inbound_id, inbound, duplicate)
-
-    async def handle(self, inbound: InboundSms) -> Reply:
-        return await self.process(await self.accept(inbound))
+        job = await self._submit("accept", inbound)
+        assert job.inbound_id is not None
+        return AcceptedInbound(job.inbound_id, inbound, job.duplicate)
 
     async def process(self, accepted: AcceptedInbound) -> Reply:
-        started = time.perf_counter()
-        inbound = accepted.inbound
-        parsed = self.parser.parse(inbound.text)
-        self.metrics.parse_seconds.observe(time.perf_counter() - started)
-        now = self.clock()
-        async with self.store.transaction() as tx:
-            if not await tx.claim_inbound(accepted.inbound_id):
-                outcome, text, reply_id = await tx.reply_for(accepted.inbound_id)
-                return Reply(
-                    Outcome(outcome) if outcome else Outcome.DUPLICATE,
-                    text,
-                    inbound_id=accepted.inbound_id,
-                    outbound_id=reply_id,
-                    extra={"redelivery": "true"},
-                )
-            decided = await self._decide(tx, inbound, parsed, now, accepted.inbound_id)
-            outcome = decided.context.outcome
-            text = None if decided.silent else compose_reply(decided.context, self.locale)
-            await tx.finish_inbound(accepted.inbound_id, outcome, decided.account, now)
-            reply_id = None
-            if text is not None:
-                queued = inbound.channel in QUEUED_CHANNELS
-                reply_id = await tx.insert_reply(
-                    inbound_id=accepted.inbound_id,
-                    inbound=inbound,
-                    text=text,
-                    outcome=outcome,
-                    account=decided.account,
-                    status="pending" if queued else "sent",
-                    now=now,
-                )
-        elapsed = time.perf_counter() - started
-        self.metrics.inbound_messages.labels(inbound.channel, outcome).inc()
-        self.metrics.handle_seconds.labels(inbound.channel).observe(elapsed)
-        if reply_id is not None and inbound.channel in QUEUED_CHANNELS:
-            for listener in self._reply_listeners:
-                listener(inbound.channel)
-        log.info(
-            "inbound_handled",
-            inbound_id=accepted.inbound_id,
-            channel=inbound.channel,
-            phone=mask_phone(inbound.phone),
-            outcome=str(outcome),
-            account=decided.account,
-            replied=text is not None,
-            parts=inbound.parts,
-            latency_ms=round(elapsed * 1000, 2),
+        job = await self._submit(
+            "process", accepted.inbound, accepted.inbound_id, accepted.duplicate
         )
-        return Reply(outcome, text, accepted.inbound_id, reply_id, decided.extra)
+        return cast(Reply, job.future.result())
+
+    async def handle(self, inbound: InboundSms) -> Reply:
+        job = await self._submit("handle", inbound)
+        return cast(Reply, job.future.result())
+
+    @property
+    def queue_depth(self) -> int:
+        return len(self._jobs)
+
+    async def aclose(self) -> None:
+        """Finish what is queued, then stop the worker; later requests fail temporarily."""
+        self._closed = True
+        if self._worker is not None:
+            if self._wakeup is not None:
+                self._wakeup.set()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._worker
+            self._worker = None
+
+    async def _submit(
+        self, kind: str, inbound: InboundSms, inbound_id: int | None = None, duplicate: bool = False
+    ) -> _Job:
+        if self._closed:
+            raise TemporaryFailure("the gateway is shutting down")
+        loop = asyncio.get_running_loop()
+        if inbound.external_id is None and inbound.dedupe_key is None and kind != "process":
+            # Transports without an id of their own (the CLI): every message is new.
+            inbound = replace(inbound, dedupe_key=uuid.uuid4().hex)
+        job = _Job(kind, inbound, loop.create_future(), inbound_id, duplicate)
+        self._jobs.append(job)
+        if self._worker is None or self._worker.done():
+            self._wakeup = asyncio.Event()
+            self._worker = loop.create_task(self._work(), name="gateway-batch-worker")
+        assert self._wakeup is not None
+        self._wakeup.set()
+        await asyncio.shield(job.future)
+        return job
+
+    async def _work(self) -> None:
+        assert self._wakeup is not None
+        while True:
+            if not self._jobs:
+                if self._closed:
+                    return
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            batch = [self._jobs.popleft() for _ in range(min(self.max_batch, len(self._jobs)))]
+            self.metrics.inbound_queue_depth.set(len(self._jobs))
+            await self._execute(batch)
+
+    async def _execute(self, batch: list[_Job]) -> None:
+        try:
+            handled = await self._transaction(batch)
+        except TemporaryFailure as exc:
+            for job in batch:
+                if not job.future.done():
+                    job.future.set_exception(exc)
+            return
+        except Exception as exc:
+            if len(batch) > 1:
+                # Find the one message that breaks the batch; the others go through.
+                for job in batch:
+                    await self._execute([job])
+                return
+            log.exception("inbound_failed", channel=batch[0].inbound.channel)
+            batch[0].future.set_exception(TemporaryFailure(f"could not handle: {exc!r}"))
+            return
+        self._settle(batch, handled)
+
+    async def _transaction(self, batch: list[_Job]) -> dict[int, _Handled]:
+        now = self.clock()
+        handled: dict[int, _Handled] = {}
+        async with self.store.transaction() as tx:
+            new = [job for job in batch if job.kind != "process"]
+            if new:
+                stored = await tx.insert_inbound_many([job.inbound for job in new])
+                for job, (inbound_id, duplicate) in zip(new, stored, strict=True):
+                    job.inbound_id, job.duplicate = inbound_id, duplicate
+            work = [job for job in batch if job.kind != "accept"]
+            if not work:
+                return handled
+            for job in work:
+                parse_started = time.perf_counter()
+                job.parsed = self.parser.parse(job.inbound.text)
+                self.metrics.parse_seconds.observe(time.perf_counter() - parse_started)
+            unit = await BatchUnit.load(
+                tx,
+                inbound_ids=[job.inbound_id for job in work if job.inbound_id is not None],
+                phones=[job.inbound.phone for job in work],
+                account_ids=self._named_accounts(job.parsed for job in work),
+                hour_ago=now - timedelta(hours=1),
+                day_ago=now - timedelta(hours=24),
+            )
+            for job in work:
+                assert job.inbound_id is not None and job.parsed is not None
+                handled[id(job)] = await self._handle_one(unit, job, now)
+            await unit.flush()
+        for result in handled.values():
+            if result.reply is not None:
+                result.reply_id = result.reply.id
+        return handled
+
+    def _named_accounts(self, parsed_messages: Iterable[ParsedMessage | None]) -> set[str]:
+        """Every token in the batch that may be an account, to load them all at once."""
+        named: set[str] = set()
+        for parsed in parsed_messages:
+            if isinstance(parsed, ParsedReadings):
+                if parsed.account_hint:
+                    named.add(parsed.account_hint)
+                named.update(n for n in parsed.numbers if self._account_pattern.fullmatch(n))
+            elif isinstance(parsed, ParsedCommand) and parsed.account:
+                named.add(parsed.account)
+        return named
+
+    async def _handle_one(self, unit: BatchUnit, job: _Job, now: datetime) -> _Handled:
+        assert job.inbound_id is not None and job.parsed is not None
+        if not await unit.claim_inbound(job.inbound_id):
+            outcome, text, reply_id = await unit.reply_for(job.inbound_id)
+            return _Handled(
+                None,
+                text,
+                outcome=Outcome(outcome) if outcome else Outcome.DUPLICATE,
+                reply_id=reply_id,
+                redelivery=True,
+            )
+        inbound = job.inbound
+        decided = await self._decide(unit, inbound, job.parsed, now, job.inbound_id)
+        outcome = decided.context.outcome
+        text = None if decided.silent else compose_reply(decided.context, self.locale)
+        await unit.finish_inbound(job.inbound_id, outcome, decided.account, now)
+        reply = None
+        if text is not None:
+            reply = await unit.insert_reply(
+                inbound_id=job.inbound_id,
+                inbound=inbound,
+                text=text,
+                outcome=outcome,
+                account=decided.account,
+                status="pending" if inbound.channel in QUEUED_CHANNELS else "sent",
+                now=now,
+            )
+        return _Handled(decided, text, reply, outcome)
+
+    def _settle(self, batch: list[_Job], handled: dict[int, _Handled]) -> None:
+        """After the commit: answer the callers, count, log, wake the senders."""
+        queued_channels: set[str] = set()
+        for job in batch:
+            if job.kind == "accept":
+                job.future.set_result(None)
+                continue
+            result = handled[id(job)]
+            inbound = job.inbound
+            assert result.outcome is not None
+            elapsed = time.perf_counter() - job.started
+            account = result.decided.account if result.decided else None
+            if not result.redelivery:
+                self.metrics.inbound_messages.labels(inbound.channel, result.outcome).inc()
+                self.metrics.handle_seconds.labels(inbound.channel).observe(elapsed)
+                if result.reply_id is not None and inbound.channel in QUEUED_CHANNELS:
+                    queued_channels.add(inbound.channel)
+            log.info(
+                "inbound_handled",
+                inbound_id=job.inbound_id,
+                channel=inbound.channel,
+                phone=mask_phone(inbound.phone),
+                outcome=str(result.outcome),
+                account=account,
+                replied=result.text is not None,
+                redelivery=result.redelivery,
+                parts=inbound.parts,
+                latency_ms=round(elapsed * 1000, 2),
+            )
+            extra = (
+                {"redelivery": "true"}
+                if result.redelivery
+                else (result.decided.extra if result.decided else {})
+            )
+            job.future.set_result(
+                Reply(result.outcome, result.text, job.inbound_id, result.reply_id, extra)
+            )
+        for channel in queued_channels:
+            for listener in self._reply_listeners:
+                listener(channel)
 
     # -- deciding ----------------------------------------------------------
 
     async def _decide(
         self,
-        tx: StoreTransaction,
+        tx: BatchUnit,
         inbound: InboundSms,
         parsed: ParsedMessage,
         now: datetime,
@@ -170,7 +347,7 @@ class GatewayService:
         phone = inbound.phone
         limit = self.rules.rate_limit_per_phone_per_hour
         hour_ago = now - timedelta(hours=1)
-        if await tx.count_inbound_since(phone, hour_ago) > limit:
+        if await tx.count_inbound_since(phone, hour_ago, inbound_id) > limit:
             already = await tx.replied_with_since(phone, Outcome.RATE_LIMITED, hour_ago)
             return _Outcome(self._context(Outcome.RATE_LIMITED), silent=already)
 
@@ -191,7 +368,7 @@ class GatewayService:
             **kwargs,  # type: ignore[arg-type]
         )
 
-    async def _phone_account(self, tx: StoreTransaction, phone: str) -> Account | None:
+    async def _phone_account(self, tx: BatchUnit, phone: str) -> Account | None:
         """The one account this phone is linked to, if exactly one."""
         linked = await tx.accounts_for_phone(phone)
         if len(linked) != 1:
@@ -200,7 +377,7 @@ class GatewayService:
 
     async def _unparsed(
         self,
-        tx: StoreTransaction,
+        tx: BatchUnit,
         phone: str,
         failure: ParseFailure,
         account: Account | None = None,
@@ -215,7 +392,7 @@ class GatewayService:
         return _Outcome(context, account=account.account if account else None)
 
     async def _command(
-        self, tx: StoreTransaction, phone: str, command: ParsedCommand, now: datetime
+        self, tx: BatchUnit, phone: str, command: ParsedCommand, now: datetime
     ) -> _Outcome:
         if command.command is Command.HELP:
             return _Outcome(self._context(Outcome.HELP))
@@ -272,7 +449,7 @@ class GatewayService:
 
     async def _readings(
         self,
-        tx: StoreTransaction,
+        tx: BatchUnit,
         inbound: InboundSms,
         parsed: ParsedReadings,
         now: datetime,
@@ -351,7 +528,7 @@ class GatewayService:
         return _Outcome(context, account=name, booked=booked)
 
     async def _resolve_account(
-        self, tx: StoreTransaction, phone: str, parsed: ParsedReadings
+        self, tx: BatchUnit, phone: str, parsed: ParsedReadings
     ) -> tuple[Account | None, tuple[str, ...], str | None]:
         """(account, the numbers left once the account is taken out, unknown account named).
 

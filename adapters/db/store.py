@@ -208,6 +208,59 @@ class StoreTransaction:
         )
         return int(existing.scalar_one()), True
 
+    async def insert_inbound_many(self, inbounds: Sequence[InboundSms]) -> list[tuple[int, bool]]:
+        """Store inbound SMS in one statement; (id, duplicate) for each, in order.
+
+        Every inbound carries an external_id or a dedupe_key: a redelivery conflicts
+        with the stored row and is answered with that row's id.
+        """
+        rows = [
+            {
+                "direction": "in",
+                "channel": m.channel,
+                "phone": m.phone,
+                "short_number": m.short_number,
+                "text": m.text,
+                "created_at": to_db_time(m.received_at),
+                "external_id": m.external_id,
+                "dedupe_key": m.dedupe_key,
+                "status": "received",
+                "attempts": 0,
+                "parts": m.parts,
+                "incomplete": m.incomplete,
+            }
+            for m in inbounds
+        ]
+        # executemany, not one multi-VALUES statement: the compiled form is cached
+        # and SQLAlchemy batches the rows itself ("insertmanyvalues").
+        stmt = (
+            self.store._insert(messages)
+            .on_conflict_do_nothing()
+            .returning(
+                messages.c.id, messages.c.channel, messages.c.external_id, messages.c.dedupe_key
+            )
+        )
+        inserted: dict[tuple[str, str | None, str | None], int] = {}
+        for row in await self.conn.execute(stmt, rows):
+            inserted[(row.channel, row.external_id, row.dedupe_key)] = int(row.id)
+        out: list[tuple[int, bool]] = []
+        claimed: set[int] = set()
+        for m in inbounds:
+            new_id = inserted.get((m.channel, m.external_id, m.dedupe_key))
+            if new_id is not None and new_id not in claimed:
+                claimed.add(new_id)
+                out.append((new_id, False))
+                continue
+            if m.external_id is not None:
+                key = messages.c.external_id == m.external_id
+            else:
+                key = messages.c.dedupe_key == m.dedupe_key
+            existing = await self.conn.execute(
+                select(messages.c.id).where(messages.c.channel == m.channel, key)
+            )
+            out.append((int(existing.scalar_one()), True))
+        return out
+
     async def claim_inbound(self, inbound_id: int) -> bool:
         """Lock the inbound row for processing; False when it was processed already."""
         stmt = select(messages.c.status).where(messages.c.id == inbound_id)

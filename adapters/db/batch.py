@@ -1,0 +1,440 @@
+"""Group commit: many inbound SMS handled in one transaction.
+
+`BatchUnit` loads, in a handful of queries, everything the messages of one batch
+can touch (their inbound rows, the accounts they name or their phones are linked
+to, those meters' readings, rate-limit counts, opt-outs, pending confirmations),
+answers the service's questions from memory, remembers what it decides (so the
+fifth message of a batch sees the reading the second one booked) and writes it
+all back with a few multi-row statements before the one commit.
+
+It offers the same methods the service used to call on a StoreTransaction, so the
+rules are written once and run the same whether a batch holds one message or 200.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, bindparam, delete, insert, or_, select, update
+
+from adapters.db.schema import (
+    account_phones,
+    messages,
+    pending_confirmations,
+    phone_preferences,
+    readings,
+)
+from adapters.db.store import StoreTransaction, _value_columns, from_db_time, to_db_time
+from sms_gateway.domain.model import (
+    Account,
+    BookedReading,
+    InboundSms,
+    Meter,
+    PreviousReading,
+)
+
+
+@dataclass(slots=True)
+class _Reply:
+    inbound_id: int
+    inbound: InboundSms
+    text: str
+    outcome: str
+    account: str | None
+    status: str
+    created_at: datetime
+    id: int | None = None
+
+
+@dataclass(slots=True)
+class _Pending:
+    phone: str
+    meter_id: int
+    values: tuple[int, ...]
+    created_at: datetime
+
+
+@dataclass(slots=True)
+class BatchUnit:
+    """One batch's view of the database, and the writes it will make."""
+
+    tx: StoreTransaction
+    inbound_status: dict[int, str] = field(default_factory=dict)
+    inbound_outcome: dict[int, str | None] = field(default_factory=dict)
+    existing_replies: dict[int, tuple[int, str]] = field(default_factory=dict)
+    recent_inbound: dict[str, list[tuple[int, datetime]]] = field(default_factory=dict)
+    rate_limited_replies: dict[str, list[datetime]] = field(default_factory=dict)
+    accounts: dict[str, Account] = field(default_factory=dict)
+    missing_accounts: set[str] = field(default_factory=set)
+    phone_accounts: dict[str, list[str]] = field(default_factory=dict)
+    opted_out: dict[str, bool] = field(default_factory=dict)
+    readings_by_meter: dict[int, dict[str, BookedReading]] = field(default_factory=dict)
+    pending: list[_Pending] = field(default_factory=list)
+    # writes
+    finished: list[dict[str, Any]] = field(default_factory=list)
+    replies: list[_Reply] = field(default_factory=list)
+    booked: dict[tuple[int, str], BookedReading] = field(default_factory=dict)
+    new_pending: list[_Pending] = field(default_factory=list)
+    cleared_pending: set[tuple[str, int]] = field(default_factory=set)
+    preferences: dict[str, tuple[bool, datetime]] = field(default_factory=dict)
+    bindings: dict[tuple[str, str], datetime] = field(default_factory=dict)
+
+    @classmethod
+    async def load(
+        cls,
+        tx: StoreTransaction,
+        *,
+        inbound_ids: Sequence[int],
+        phones: Iterable[str],
+        account_ids: Iterable[str],
+        hour_ago: datetime,
+        day_ago: datetime,
+    ) -> BatchUnit:
+        unit = cls(tx)
+        conn = tx.conn
+        phone_list = sorted(set(phones))
+        ids = sorted(set(inbound_ids))
+
+        status_query = select(messages.c.id, messages.c.status, messages.c.outcome).where(
+            messages.c.id.in_(ids)
+        )
+        if tx.store.dialect == "postgresql":
+            # Another instance may be handling a redelivery of the same message.
+            status_query = status_query.with_for_update()
+        for row in await conn.execute(status_query):
+            unit.inbound_status[row.id] = row.status
+            unit.inbound_outcome[row.id] = row.outcome
+        done = [i for i, status in unit.inbound_status.items() if status != "received"]
+        if done:
+            for row in await conn.execute(
+                select(messages.c.id, messages.c.reply_to, messages.c.text).where(
+                    messages.c.reply_to.in_(done)
+                )
+            ):
+                unit.existing_replies[row.reply_to] = (row.id, row.text)
+
+        for row in await conn.execute(
+            select(messages.c.phone, messages.c.id, messages.c.created_at).where(
+                messages.c.phone.in_(phone_list),
+                messages.c.direction == "in",
+                messages.c.created_at >= to_db_time(hour_ago),
+            )
+        ):
+            created = from_db_time(row.created_at)
+            assert created is not None
+            unit.recent_inbound.setdefault(row.phone, []).append((row.id, created))
+        for row in await conn.execute(
+            select(messages.c.phone, messages.c.created_at).where(
+                messages.c.phone.in_(phone_list),
+                messages.c.direction == "out",
+                messages.c.outcome == "rate_limited",
+                messages.c.created_at >= to_db_time(hour_ago),
+            )
+        ):
+            created = from_db_time(row.created_at)
+            assert created is not None
+            unit.rate_limited_replies.setdefault(row.phone, []).append(created)
+
+        for row in await conn.execute(
+            select(account_phones.c.phone, account_phones.c.account)
+            .where(account_phones.c.phone.in_(phone_list))
+            .order_by(account_phones.c.account)
+        ):
+            unit.phone_accounts.setdefault(row.phone, []).append(row.account)
+        for row in await conn.execute(
+            select(phone_preferences.c.phone, phone_preferences.c.opted_out).where(
+                phone_preferences.c.phone.in_(phone_list)
+            )
+        ):
+            unit.opted_out[row.phone] = bool(row.opted_out)
+        for row in await conn.execute(
+            select(pending_confirmations).where(
+                pending_confirmations.c.phone.in_(phone_list),
+                pending_confirmations.c.created_at >= to_db_time(day_ago),
+            )
+        ):
+            created = from_db_time(row.created_at)
+            assert created is not None
+            values = tuple(v for v in (row.t1, row.t2, row.t3) if v is not None)
+            unit.pending.append(_Pending(row.phone, row.meter_id, values, created))
+
+        wanted = set(account_ids)
+        for linked in unit.phone_accounts.values():
+            wanted.update(linked)
+        await unit._load_accounts(wanted)
+        return unit
+
+    async def _load_accounts(self, wanted: Iterable[str]) -> None:
+        todo = sorted(set(wanted) - self.accounts.keys() - self.missing_accounts)
+        if not todo:
+            return
+        loaded = await self.tx.load_accounts(todo)
+        self.accounts.update(loaded)
+        self.missing_accounts.update(set(todo) - loaded.keys())
+        meters_by_id = {m.id: m for a in loaded.values() for m in a.meters if m.id is not None}
+        if not meters_by_id:
+            return
+        for row in await self.tx.conn.execute(
+            select(readings).where(readings.c.meter_id.in_(sorted(meters_by_id)))
+        ):
+            meter = meters_by_id[row.meter_id]
+            booked = StoreTransaction._booked(meter, row)
+            self.readings_by_meter.setdefault(row.meter_id, {})[row.period] = booked
+
+    # -- the questions the service asks ------------------------------------------
+
+    async def claim_inbound(self, inbound_id: int) -> bool:
+        return self.inbound_status.get(inbound_id) == "received"
+
+    async def reply_for(self, inbound_id: int) -> tuple[str | None, str | None, int | None]:
+        for made in self.replies:
+            # The same message twice in one batch: the first one's reply.
+            if made.inbound_id == inbound_id:
+                return made.outcome, made.text, None
+        reply = self.existing_replies.get(inbound_id)
+        return (
+            self.inbound_outcome.get(inbound_id),
+            reply[1] if reply else None,
+            reply[0] if reply else None,
+        )
+
+    async def count_inbound_since(self, phone: str, since: datetime, up_to_id: int) -> int:
+        return sum(
+            1
+            for inbound_id, created in self.recent_inbound.get(phone, [])
+            if created >= since and inbound_id <= up_to_id
+        )
+
+    async def replied_with_since(self, phone: str, outcome: str, since: datetime) -> bool:
+        if outcome != "rate_limited":
+            raise ValueError("only rate_limited replies are tracked per batch")
+        if any(t >= since for t in self.rate_limited_replies.get(phone, [])):
+            return True
+        return any(
+            r.inbound.phone == phone and r.outcome == outcome and r.created_at >= since
+            for r in self.replies
+        )
+
+    async def load_accounts(self, account_ids: Iterable[str]) -> dict[str, Account]:
+        wanted = list(account_ids)
+        await self._load_accounts(wanted)
+        return {a: self.accounts[a] for a in wanted if a in self.accounts}
+
+    async def accounts_for_phone(self, phone: str) -> list[str]:
+        linked = set(self.phone_accounts.get(phone, []))
+        linked.update(account for account, bound in self.bindings if bound == phone)
+        return sorted(linked)
+
+    async def is_opted_out(self, phone: str) -> bool:
+        if phone in self.preferences:
+            return self.preferences[phone][0]
+        return self.opted_out.get(phone, False)
+
+    async def set_opted_out(self, phone: str, opted_out: bool, now: datetime) -> None:
+        self.preferences[phone] = (opted_out, now)
+
+    async def bind_phone(self, account: str, phone: str, now: datetime) -> None:
+        self.bindings[(account, phone)] = now
+        if account in self.accounts:
+            current = self.accounts[account]
+            self.accounts[account] = Account(
+                current.account, current.meters, current.phones | {phone}
+            )
+
+    def _readings(self, meter: Meter) -> dict[str, BookedReading]:
+        assert meter.id is not None
+        return self.readings_by_meter.setdefault(meter.id, {})
+
+    async def previous_reading(self, meter: Meter, before_period: str) -> PreviousReading | None:
+        earlier = [r for period, r in self._readings(meter).items() if period < before_period]
+        booked = None
+        if earlier:
+            latest = max(earlier, key=lambda r: r.period)
+            booked = PreviousReading(latest.values, latest.submitted_at.date())
+        imported = (
+            PreviousReading(meter.last_values, meter.last_read_on)
+            if meter.last_values is not None and meter.last_read_on is not None
+            else None
+        )
+        if booked is None:
+            return imported
+        if imported is None or booked.read_on >= imported.read_on:
+            return booked
+        return imported
+
+    async def reading_in_period(self, meter: Meter, period: str) -> BookedReading | None:
+        return self._readings(meter).get(period)
+
+    async def latest_reading(self, meter: Meter) -> BookedReading | None:
+        booked = self._readings(meter)
+        return booked[max(booked)] if booked else None
+
+    async def book_reading(self, reading: BookedReading) -> None:
+        assert reading.meter.id is not None
+        self._readings(reading.meter)[reading.period] = reading
+        self.booked[(reading.meter.id, reading.period)] = reading
+
+    async def has_pending_confirmation(
+        self, phone: str, meter: Meter, values: tuple[int, ...], since: datetime
+    ) -> bool:
+        candidates = [p for p in self.pending if (p.phone, p.meter_id) not in self.cleared_pending]
+        candidates += self.new_pending
+        return any(
+            p.phone == phone
+            and p.meter_id == meter.id
+            and p.values == values
+            and p.created_at >= since
+            for p in candidates
+        )
+
+    async def add_pending_confirmation(
+        self, phone: str, meter: Meter, values: tuple[int, ...], now: datetime
+    ) -> None:
+        assert meter.id is not None
+        self.new_pending.append(_Pending(phone, meter.id, values, now))
+
+    async def clear_pending_confirmations(self, phone: str, meter: Meter) -> None:
+        assert meter.id is not None
+        self.cleared_pending.add((phone, meter.id))
+        self.new_pending = [
+            p for p in self.new_pending if (p.phone, p.meter_id) != (phone, meter.id)
+        ]
+
+    async def finish_inbound(
+        self, inbound_id: int, outcome: str, account: str | None, now: datetime
+    ) -> None:
+        self.inbound_status[inbound_id] = "processed"
+        self.inbound_outcome[inbound_id] = outcome
+        self.finished.append(
+            {
+                "b_id": inbound_id,
+                "status": "processed",
+                "outcome": outcome,
+                "account": account,
+                "processed_at": to_db_time(now),
+            }
+        )
+
+    async def insert_reply(
+        self,
+        *,
+        inbound_id: int,
+        inbound: InboundSms,
+        text: str,
+        outcome: str,
+        account: str | None,
+        status: str,
+        now: datetime,
+    ) -> _Reply:
+        reply = _Reply(inbound_id, inbound, text, outcome, account, status, now)
+        self.replies.append(reply)
+        return reply
+
+    # -- writing it all back ----------------------------------------------------
+
+    async def flush(self) -> None:
+        conn = self.tx.conn
+        store = self.tx.store
+        if self.booked:
+            rows = [
+                {
+                    "meter_id": r.meter.id,
+                    "period": r.period,
+                    **_value_columns(r.values),
+                    "status": str(r.status),
+                    "submitted_at": to_db_time(r.submitted_at),
+                    "channel": r.channel,
+                    "phone": r.phone,
+                    "inbound_id": r.inbound_id,
+                }
+                for r in self.booked.values()
+            ]
+            upsert = store._insert(readings)
+            upsert = upsert.on_conflict_do_update(
+                index_elements=[readings.c.meter_id, readings.c.period],
+                set_={
+                    name: upsert.excluded[name]
+                    for name in (
+                        "t1", "t2", "t3", "status", "submitted_at", "channel", "phone", "inbound_id"
+                    )
+                },
+            )  # fmt: skip
+            await conn.execute(upsert, rows)
+        if self.cleared_pending:
+            await conn.execute(
+                delete(pending_confirmations).where(
+                    or_(
+                        *[
+                            and_(
+                                pending_confirmations.c.phone == phone,
+                                pending_confirmations.c.meter_id == meter_id,
+                            )
+                            for phone, meter_id in sorted(self.cleared_pending)
+                        ]
+                    )
+                )
+            )
+        if self.new_pending:
+            await conn.execute(
+                insert(pending_confirmations),
+                [
+                    {
+                        "phone": p.phone,
+                        "meter_id": p.meter_id,
+                        "created_at": to_db_time(p.created_at),
+                        **_value_columns(p.values),
+                    }
+                    for p in self.new_pending
+                ],
+            )
+        for phone, (opted_out, when) in self.preferences.items():
+            stmt = store._insert(phone_preferences).values(
+                phone=phone, opted_out=opted_out, updated_at=to_db_time(when)
+            )
+            await conn.execute(
+                stmt.on_conflict_do_update(
+                    index_elements=[phone_preferences.c.phone],
+                    set_={"opted_out": opted_out, "updated_at": to_db_time(when)},
+                )
+            )
+        if self.bindings:
+            await conn.execute(
+                store._insert(account_phones).on_conflict_do_nothing(),
+                [
+                    {"account": a, "phone": p, "source": "reg", "created_at": to_db_time(t)}
+                    for (a, p), t in self.bindings.items()
+                ],
+            )
+        if self.finished:
+            # executemany: the keys other than b_id become the SET clause.
+            await conn.execute(
+                update(messages).where(messages.c.id == bindparam("b_id")), self.finished
+            )
+        if self.replies:
+            result = await conn.execute(
+                insert(messages).returning(messages.c.id, messages.c.reply_to),
+                [
+                    {
+                        "direction": "out",
+                        "channel": r.inbound.channel,
+                        "phone": r.inbound.phone,
+                        "short_number": r.inbound.short_number,
+                        "text": r.text,
+                        "outcome": r.outcome,
+                        "account": r.account,
+                        "created_at": to_db_time(r.created_at),
+                        "reply_to": r.inbound_id,
+                        "status": r.status,
+                        "attempts": 0,
+                        "parts": 1,
+                        "incomplete": False,
+                    }
+                    for r in self.replies
+                ],
+            )
+            ids = {row.reply_to: int(row.id) for row in result}
+            for reply in self.replies:
+                reply.id = ids[reply.inbound_id]

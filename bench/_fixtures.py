@@ -1,0 +1,68 @@
+"""Shared bench helpers: a fresh SQLite gateway with many accounts and a realistic traffic mix."""
+
+from __future__ import annotations
+
+import random
+import tempfile
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+HEADER = "account,meter_serial,zones,digits,phones,last_t1,last_t2,last_t3,last_read_on\n"
+
+
+def write_accounts(path: Path, count: int) -> list[tuple[str, int]]:
+    """count accounts, one meter each, a third of them two-zone; returns (account, zones)."""
+    accounts = []
+    with path.open("w", encoding="utf-8") as out:
+        out.write(HEADER)
+        for i in range(count):
+            account = str(3_000_000_000 + i)
+            zones = 2 if i % 3 == 0 else 1
+            last = "1000,500," if zones == 2 else "1000,,"
+            out.write(f"{account},{80_000_000 + i},{zones},6,,{last},2026-10-20\n")
+            accounts.append((account, zones))
+    return accounts
+
+
+def traffic(accounts: list[tuple[str, int]], seed: int = 7) -> Iterator[str]:
+    """Texts as subscribers send them: mostly valid in many shapes, some broken."""
+    rng = random.Random(seed)
+    while True:
+        account, zones = rng.choice(accounts)
+        t1, t2 = 1000 + rng.randint(10, 900), 500 + rng.randint(5, 400)
+        roll = rng.random()
+        if roll < 0.08:
+            yield rng.choice(["привет", "12З4", f"{account}", "помощь", f"{account} abc"])
+        elif zones == 1:
+            yield rng.choice(
+                [
+                    f"{account} {t1}",
+                    f"ЛС {account} показания {t1}",
+                    f"{account}*{t1}",
+                    f"{account}, {t1} квт",
+                ]
+            )
+        else:
+            yield rng.choice(
+                [
+                    f"{account} {t1} {t2}",
+                    f"ЛС {account} Т1 {t1} Т2 {t2}",
+                    f"{account} день {t1} ночь {t2}",
+                    f"{account} Д{t1} Н{t2}",
+                    f"{account} {t1}/{t2}",
+                ]
+            )
+
+
+def phone_for(index: int) -> str:
+    # Many phones, so the per-phone rate limit does not dominate the mix.
+    return f"+7916{index % 1_000_000:07d}"
+
+
+def bench_time() -> datetime:
+    return datetime(2026, 11, 18, 9, 0, tzinfo=UTC)
+
+
+def temp_dir() -> Path:
+    return Path(tempfile.mkdtemp(prefix="smsgw-bench-"))

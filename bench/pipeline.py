@@ -1,0 +1,71 @@
+"""Messages per second through the whole pipeline in-process on SQLite.
+
+Each message is parsed, validated against the account's meter and previous
+reading, stored (inbound, reading, reply) and answered, as `sms-gateway send`
+does, but without process start-up. Two figures: one message at a time, and
+50 in flight at once (how a server sees traffic: this is where group commit pays).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench._fixtures import bench_time, phone_for, temp_dir, traffic, write_accounts
+
+ACCOUNTS = 20_000
+MESSAGES = 3_000
+
+
+async def run(concurrency: int) -> tuple[float, Counter[str]]:
+    from adapters.db.bulk import import_accounts
+    from sms_gateway.bootstrap import build_gateway
+    from sms_gateway.config import Settings
+    from sms_gateway.domain.model import InboundSms
+
+    folder = temp_dir()
+    csv_path = folder / "accounts.csv"
+    accounts = write_accounts(csv_path, ACCOUNTS)
+    settings = Settings().replace(database={"url": f"sqlite+aiosqlite:///{folder}/bench.db"})
+    gateway = await build_gateway(settings, migrate=True, clock=bench_time)
+    await import_accounts(gateway.store, csv_path, settings.gateway.account_pattern, bench_time())
+    texts = traffic(accounts)
+    messages = [
+        InboundSms("cli", phone_for(i), "7377", next(texts), bench_time()) for i in range(MESSAGES)
+    ]
+    outcomes: Counter[str] = Counter()
+    queue: asyncio.Queue[InboundSms] = asyncio.Queue()
+    for message in messages:
+        queue.put_nowait(message)
+
+    async def worker() -> None:
+        while not queue.empty():
+            reply = await gateway.pipeline.handle(queue.get_nowait())
+            outcomes[str(reply.outcome)] += 1
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    elapsed = time.perf_counter() - started
+    await gateway.aclose()
+    return MESSAGES / elapsed, outcomes
+
+
+def main() -> None:
+    from sms_gateway.logs import configure_logging
+
+    configure_logging("WARNING", "json")
+    serial_rate, outcomes = asyncio.run(run(1))
+    concurrent_rate, _ = asyncio.run(run(50))
+    print(f"pipeline on SQLite, {MESSAGES} messages, {ACCOUNTS} accounts")
+    print(f"  one at a time : {serial_rate:8.0f} messages/s")
+    print(f"  50 in flight  : {concurrent_rate:8.0f} messages/s")
+    print("  outcome mix   : " + ", ".join(f"{k} {v}" for k, v in outcomes.most_common()))
+
+
+if __name__ == "__main__":
+    main()
