@@ -5,7 +5,9 @@ BIN := $(VENV)/bin
 CONFIG ?= config/gateway.toml
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install lint typecheck bench clean
+NODE_STAMP := tests/smsc/node_modules/.installed
+
+.PHONY: run test install test-deps chromium lint typecheck bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -16,6 +18,20 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# The SMPP tests talk to a real SMSC: node-smpp, pinned by tests/smsc/package-lock.json.
+$(NODE_STAMP): tests/smsc/package-lock.json
+	npm ci --prefix tests/smsc --no-audit --no-fund --loglevel=error
+	touch $(NODE_STAMP)
+
+# The dashboard test drives Debian's Chromium (Playwright never downloads a browser).
+# Outside CI a machine without root or apt just skips those tests.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) \
+		|| [ "$$CI" != "true" ]; }
+
+test-deps: install $(NODE_STAMP) chromium
 
 run: install
 	mkdir -p var
@@ -30,7 +46,7 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-test: install lint typecheck
+test: test-deps lint typecheck
 	$(BIN)/pytest
 
 bench: install
