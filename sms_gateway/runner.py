@@ -32,9 +32,14 @@ async def recover_unprocessed(gateway: Gateway, channel: str, batch: int = 200) 
             pending = await tx.unprocessed_inbound(channel, batch)
         if not pending:
             return handled
-        for inbound_id, inbound in pending:
-            await gateway.pipeline.process(AcceptedInbound(inbound_id, inbound, duplicate=True))
-            handled += 1
+        # All at once: the batch worker handles them in a few transactions.
+        await asyncio.gather(
+            *(
+                gateway.pipeline.process(AcceptedInbound(inbound_id, inbound, duplicate=True))
+                for inbound_id, inbound in pending
+            )
+        )
+        handled += len(pending)
         if len(pending) < batch:
             return handled
 
