@@ -150,8 +150,10 @@ async def gateway_factory(
 
     built = []
 
-    async def factory(settings: Settings, demo: bool = True) -> object:
-        gateway = await build_gateway(settings, check_schema=False, clock=clock)
+    async def factory(settings: Settings, demo: bool = True, migrate: bool = False) -> object:
+        gateway = await build_gateway(
+            settings, migrate=migrate, check_schema=migrate, clock=clock
+        )
         built.append(gateway)
         if demo:
             await import_accounts(
