@@ -170,6 +170,7 @@ class SmppAdapter:
         self._link_state: dict[SmppLink, str] = {}
         self._link_session: dict[SmppLink, int] = {}
         self._stopping = False
+        self._closing = False
         self._tasks: set[asyncio.Task[Any]] = set()
         self._inbound_tasks: set[asyncio.Task[Any]] = set()
         self._send_tasks: set[asyncio.Task[Any]] = set()
@@ -197,6 +198,7 @@ class SmppAdapter:
         self._loop = loop
         self._loop_thread = threading.get_ident()
         self._stopping = False
+        self._closing = False
         for part in await self.part_store.load():
             self._reassembler.add(part)
         modes = (
@@ -229,13 +231,15 @@ class SmppAdapter:
             if self._outbox_idle and not self._send_tasks:
                 break
             await asyncio.sleep(0.02)
+        self._closing = True
         for task in self._background:
             task.cancel()
         for task in list(self._send_tasks) + list(self._inbound_tasks):
             task.cancel()
-        await asyncio.gather(
-            *self._background, *self._send_tasks, *self._inbound_tasks, return_exceptions=True
-        )
+        leftovers = {*self._background, *self._send_tasks, *self._inbound_tasks}
+        if leftovers:
+            # Bounded: a task that ignores its cancellation must not keep the link bound.
+            await asyncio.wait(leftovers, timeout=2.0)
         unbind_timeout = max(_remaining(deadline), min(self.settings.response_timeout_s, 2.0))
         await asyncio.gather(*(link.stop(unbind_timeout) for link in self._links))
         self._links = []
@@ -550,9 +554,12 @@ class SmppAdapter:
 
     async def _send_loop(self) -> None:
         max_in_flight = max(2, self.settings.window * 2)
-        while True:
+        while not self._closing:
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow the
+            # cancellation stop() sends when the event fires at the same moment.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._outbox_event.wait(), OUTBOX_POLL_S)
+                async with asyncio.timeout(OUTBOX_POLL_S):
+                    await self._outbox_event.wait()
             self._outbox_event.clear()
             while self._transmit_link() is not None:
                 free = max_in_flight - len(self._send_tasks)
@@ -684,7 +691,7 @@ class SmppAdapter:
 
     async def _housekeeping(self) -> None:
         next_poll = time.monotonic() + OUTBOX_POLL_S
-        while True:
+        while not self._closing:
             await asyncio.sleep(HOUSEKEEPING_S)
             now = time.monotonic()
             if now >= next_poll:
