@@ -164,3 +164,22 @@ async def gateway_factory(
     yield factory
     for gateway in built:
         await gateway.aclose()
+
+
+@pytest.fixture
+def private_postgres() -> Iterator[object]:
+    """A PostgreSQL server of the test's own, which the test may stop and start."""
+    from tests.pg_private import PrivatePostgres, private_postgres_problem
+
+    problem = private_postgres_problem()
+    if problem:
+        if IN_CI:
+            pytest.fail(problem + " — CI must run the outage tests")
+        pytest.skip(problem)
+    server = PrivatePostgres()
+    try:
+        server.init()
+        server.start()
+        yield server
+    finally:
+        server.remove()

@@ -7,14 +7,13 @@ run their own cluster (initdb into a temporary folder, a free port, run as the
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
 import subprocess
 import tempfile
 from pathlib import Path
-
-import pytest
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 IN_CI = os.environ.get("CI", "").lower() == "true"
@@ -62,10 +61,8 @@ class PrivatePostgres:
         return f"postgresql+asyncpg://postgres@127.0.0.1:{self.port}/postgres"
 
     def remove(self) -> None:
-        try:
+        with contextlib.suppress(subprocess.CalledProcessError):
             self.stop()
-        except subprocess.CalledProcessError:
-            pass
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
@@ -75,19 +72,3 @@ def private_postgres_problem() -> str | None:
     if os.geteuid() != 0:
         return "starting a private PostgreSQL needs root (to run as the postgres user)"
     return None
-
-
-@pytest.fixture
-def private_postgres():
-    problem = private_postgres_problem()
-    if problem:
-        if IN_CI:
-            pytest.fail(problem + " — CI must run the outage tests")
-        pytest.skip(problem)
-    server = PrivatePostgres()
-    try:
-        server.init()
-        server.start()
-        yield server
-    finally:
-        server.remove()

@@ -12,7 +12,6 @@ from sqlalchemy import func, select
 from adapters.db.schema import messages
 from sms_gateway.domain.model import InboundSms
 from sms_gateway.errors import TemporaryFailure
-from tests.pg_private import private_postgres  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.postgres
 
