@@ -21,6 +21,7 @@ Decisions:
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import weakref
 from collections.abc import Coroutine
 from typing import Any, ClassVar
@@ -110,6 +111,9 @@ class TwilioWebhook:
         self.sender = sender
         self.deadline_s = HANDLE_DEADLINE_S if deadline_s is None else deadline_s
         self.metrics = TwilioMetrics.of(gateway.metrics.registry)
+        # Labelled children looked up once: labels() costs more than the increment.
+        self._sms_ok = self.metrics.webhooks.labels("sms", "ok")
+        self._replies_sent = gateway.metrics.replies.labels("twilio", "sent")
         self._tasks: set[asyncio.Task[Any]] = set()
 
     def add_routes(self, app: web.Application) -> None:
@@ -122,8 +126,10 @@ class TwilioWebhook:
         if self.sender is not None:
             await self.sender.aclose()
 
-    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
-        task = asyncio.get_running_loop().create_task(coro)
+    def _spawn(
+        self, coro: Coroutine[Any, Any, Any], context: contextvars.Context | None = None
+    ) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coro, context=context)
         self._tasks.add(task)
         task.add_done_callback(self._finished)
         return task
@@ -159,22 +165,24 @@ class TwilioWebhook:
         except BadTwilioRequest as exc:
             self.metrics.webhooks.labels("sms", "bad_request").inc()
             return _error(400, str(exc))
-        with structlog.contextvars.bound_contextvars(
-            channel="twilio", message_sid=inbound.external_id
-        ):
-            handling = self._spawn(self.gateway.pipeline.handle(inbound))
-            try:
-                reply = await asyncio.wait_for(asyncio.shield(handling), self.deadline_s)
-            except TemporaryFailure as exc:
-                self.metrics.webhooks.labels("sms", "unavailable").inc()
-                log.warning("twilio_inbound_deferred", reason=str(exc))
-                return _unavailable("temporarily unavailable, retry")
-            except TimeoutError:
-                self.metrics.webhooks.labels("sms", "timeout").inc()
-                log.warning("twilio_inbound_slow", deadline_s=self.deadline_s)
-                return _unavailable("still processing, retry")
-            self.metrics.webhooks.labels("sms", "ok").inc()
-            return web.Response(text=self._answer(inbound, reply), content_type=TWIML)
+        sid = inbound.external_id
+        # The pipeline's log lines carry the channel and MessageSid: bound in a copy of
+        # the context the handling task runs in (cheaper than binding and resetting).
+        context = contextvars.copy_context()
+        context.run(structlog.contextvars.bind_contextvars, channel="twilio", message_sid=sid)
+        handling = self._spawn(self.gateway.pipeline.handle(inbound), context)
+        try:
+            reply = await asyncio.wait_for(asyncio.shield(handling), self.deadline_s)
+        except TemporaryFailure as exc:
+            self.metrics.webhooks.labels("sms", "unavailable").inc()
+            log.warning("twilio_inbound_deferred", message_sid=sid, reason=str(exc))
+            return _unavailable("temporarily unavailable, retry")
+        except TimeoutError:
+            self.metrics.webhooks.labels("sms", "timeout").inc()
+            log.warning("twilio_inbound_slow", message_sid=sid, deadline_s=self.deadline_s)
+            return _unavailable("still processing, retry")
+        self._sms_ok.inc()
+        return web.Response(text=self._answer(inbound, reply), content_type=TWIML)
 
     def _answer(self, inbound: InboundSms, reply: Reply) -> str:
         """The TwiML for `reply`, starting the REST send when replies do not go inline."""
@@ -183,7 +191,7 @@ class TwilioWebhook:
         callback = self.signature.status_callback_url(reply.outbound_id)
         if self.sender is None:
             if reply.extra.get("redelivery") != "true":
-                self.gateway.metrics.replies.labels("twilio", "sent").inc()
+                self._replies_sent.inc()
             return twiml_reply(reply.text, callback)
         if reply.extra.get("redelivery") != "true":
             self._spawn(self._send_rest(inbound, reply.text, reply.outbound_id, callback))
@@ -205,7 +213,7 @@ class TwilioWebhook:
                 error = str(exc)
                 await asyncio.sleep(REST_BACKOFF_S * 2 ** (attempt - 1))
                 continue
-            self.gateway.metrics.replies.labels("twilio", "sent").inc()
+            self._replies_sent.inc()
             await outbox.mark_sent(reply_id, sid)
             log.info("twilio_reply_sent", reply_id=reply_id, sid=sid, attempt=attempt)
             return
