@@ -52,6 +52,7 @@ test: test-deps lint typecheck
 bench: install
 	$(BIN)/python bench/parse.py
 	$(BIN)/python bench/pipeline.py
+	$(BIN)/python bench/smpp.py
 
 clean:
 	rm -rf $(VENV) var/*.db var/*.db-*

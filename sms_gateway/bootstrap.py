@@ -41,6 +41,7 @@ class Gateway:
 
     async def aclose(self) -> None:
         await self.pipeline.aclose()
+        await self.outbox.aclose()
         await self.store.aclose()
 
 

@@ -66,6 +66,7 @@ async def run_service(settings: Settings, stop: asyncio.Event | None = None) -> 
     gateway = await build_gateway(settings, migrate=settings.database.upgrade_on_start)
     smpp: Any = None
     if settings.smpp.enabled:
+        from adapters.db.parts import SqlPartStore
         from adapters.smpp import SmppAdapter
 
         smpp = SmppAdapter(
@@ -74,6 +75,7 @@ async def run_service(settings: Settings, stop: asyncio.Event | None = None) -> 
             gateway.pipeline,
             gateway.outbox,
             gateway.metrics,
+            part_store=SqlPartStore(gateway.outbox.commits),
         )
         gateway.pipeline.on_reply_queued(lambda _channel: smpp.notify_outbox())
 

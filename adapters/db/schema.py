@@ -11,6 +11,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -138,4 +139,24 @@ phone_preferences = Table(
     Column("phone", String(20), primary_key=True),
     Column("opted_out", Boolean, nullable=False),
     Column("updated_at", DateTime(), nullable=False),
+)
+
+# Parts of concatenated MO held until the whole message is accepted: a part is
+# acknowledged to the SMSC only once it is here (see adapters/smpp/reassembly.py).
+inbound_parts = Table(
+    "inbound_parts",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("group_key", String(200), nullable=False),
+    Column("sequence", Integer, nullable=False),
+    Column("total", Integer, nullable=False),
+    Column("reference", Integer, nullable=False),
+    Column("source_addr", String(32), nullable=False),
+    Column("destination_addr", String(32), nullable=False),
+    Column("phone", String(20), nullable=False),
+    Column("data_coding", Integer, nullable=False),
+    Column("body", LargeBinary, nullable=False),
+    Column("external_id", String(128)),
+    Column("received_at", DateTime(), nullable=False),
+    UniqueConstraint("group_key", "sequence"),
 )

@@ -401,3 +401,13 @@ async def adapter_factory_fixture(smsc: SmscPeer) -> AsyncIterator[AdapterFactor
     yield build
     for adapter in built:
         await adapter.stop(1.0)
+
+
+def udh8(reference: int, total: int, sequence: int) -> bytes:
+    """A concatenation UDH with an 8-bit reference."""
+    return bytes((0x05, 0x00, 0x03, reference, total, sequence))
+
+
+def udh16(reference: int, total: int, sequence: int) -> bytes:
+    """A concatenation UDH with a 16-bit reference."""
+    return bytes((0x06, 0x08, 0x04, reference >> 8, reference & 0xFF, total, sequence))

@@ -8,13 +8,15 @@ import asyncio
 import pytest
 from sqlalchemy import select
 
-from adapters.db.schema import messages, readings
+from adapters.db.parts import SqlPartStore
+from adapters.db.schema import inbound_parts, messages, readings
 from adapters.smpp import SmppAdapter
 from tests.integration.smpp_support import (  # noqa: F401  (fixtures)
     SHORT_NUMBER,
     SmscPeer,
     smpp_settings,
     smsc_fixture,
+    udh8,
 )
 
 pytestmark = [pytest.mark.smsc, pytest.mark.timeout(30)]
@@ -40,6 +42,8 @@ async def adapters(smsc: SmscPeer, gateway):
             gateway.pipeline,
             gateway.outbox,
             gateway.metrics,
+            # As serve wires it: parts of long MO are held in the database.
+            part_store=SqlPartStore(gateway.outbox.commits),
         )
         gateway.pipeline.on_reply_queued(lambda _channel: adapter.notify_outbox())
         started.append(adapter)
@@ -182,3 +186,34 @@ def _inbound(phone: str, text: str):
         received_at=datetime.now(UTC),
         dedupe_key=f"test:{phone}:{text}",
     )
+
+
+async def test_acked_part_of_a_long_mo_survives_a_restart(
+    smsc: SmscPeer, gateway, adapters
+) -> None:
+    """Part 1 of 2 is acked, the adapter dies (its memory with it); after the restart
+    part 2 arrives and the joined message is booked: an acked part is on disk."""
+    first = await adapters()
+    await smsc.wait_bound()
+    chunks = ["1234567833 ", "Т1 1234"]
+    sequence = await smsc.deliver(
+        udh8(0x33, 2, 1) + chunks[0].encode("utf-16-be"), data_coding=8, esm_class=0x40
+    )
+    assert ESME_ROK == await smsc.deliver_resp(sequence)
+    assert [(1,)] == await rows(gateway, select(inbound_parts.c.sequence))
+    await first.stop(1.0)
+
+    await adapters()
+    await smsc.wait_bound(count=2)
+    sequence = await smsc.deliver(
+        udh8(0x33, 2, 2) + chunks[1].encode("utf-16-be"), data_coding=8, esm_class=0x40
+    )
+    assert ESME_ROK == await smsc.deliver_resp(sequence)
+    submit = await smsc.wait_pdu("submit_sm")
+    assert ACCEPTED_REPLY == submit["text"]
+    assert [(1234,)] == await rows(gateway, select(readings.c.t1))
+
+    async def parts_discarded() -> bool:
+        return [] == await rows(gateway, select(inbound_parts.c.sequence))
+
+    await until(parts_discarded)

@@ -12,6 +12,8 @@ from tests.integration.smpp_support import (  # noqa: F401  (fixtures)
     SmscPeer,
     adapter_factory_fixture,
     smsc_fixture,
+    udh8,
+    udh16,
 )
 
 pytestmark = [pytest.mark.smsc, pytest.mark.timeout(30)]
@@ -28,14 +30,6 @@ async def bound(adapter_factory: AdapterFactory, gateway: MemoryGateway, **overr
         assert asyncio.get_running_loop().time() < deadline
         await asyncio.sleep(0.01)
     return adapter
-
-
-def udh8(reference: int, total: int, sequence: int) -> bytes:
-    return bytes((0x05, 0x00, 0x03, reference, total, sequence))
-
-
-def udh16(reference: int, total: int, sequence: int) -> bytes:
-    return bytes((0x06, 0x08, 0x04, reference >> 8, reference & 0xFF, total, sequence))
 
 
 async def test_gsm7_with_extension_characters(
