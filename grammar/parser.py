@@ -13,14 +13,16 @@ ParseFailure here and never leave the package; `parse` never raises for a str.
 from __future__ import annotations
 
 import functools
+import operator
 import re
 import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, Protocol, cast
 
 from lark import Lark, Token, Transformer
 from lark.exceptions import LarkError, UnexpectedCharacters, UnexpectedToken
+from lark.parsers.lalr_analysis import Shift
 
 from sms_gateway.domain.model import Zone
 from sms_gateway.domain.parsed import (
@@ -58,198 +60,172 @@ def fold_account(token: str) -> str:
 
 def normalise(text: str) -> str:
     """NFKC (full-width digits, no-break spaces), keeping "№", which NFKC spells "No"."""
+    if text.isascii():  # NFKC leaves ASCII as it is
+        return text
     if "№" not in text:
         return unicodedata.normalize("NFKC", text)
     return "№".join(unicodedata.normalize("NFKC", part) for part in text.split("№"))
 
 
-# ---- what the transformer hands to `readings` ---------------------------------
+# ---- the transformer ------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class _MarkedAccount:
-    marker: Token
-    value: Token
+class _Token(Protocol):
+    """What both engines' tokens offer: lark.Token (a str) and lark_cython.Token (not)."""
+
+    @property
+    def type(self) -> str: ...
+
+    @property
+    def value(self) -> str: ...
+
+    @property
+    def start_pos(self) -> int | None: ...
+
+    @property
+    def end_pos(self) -> int | None: ...
 
 
-@dataclass(frozen=True, slots=True)
-class _MarkedMeter:
-    marker: Token
-    value: Token
+# A reference argument of a command: (value,) or (marker, value).
+_Reference = tuple[_Token, ...]
 
+# The readings of a message as the grammar builds them, one item around the rest:
+# (token, rest) for a bare value, (marker, value, rest) for a marked or labelled
+# one, () at the end.
+_ReadingItems = tuple[Any, ...]
 
-@dataclass(frozen=True, slots=True)
-class _Labelled:
-    label: Token
-    value: Token
-
-
-@dataclass(frozen=True, slots=True)
-class _Reference:
-    """An account or meter argument of a command; `marker` is ЛС/ПУ when given."""
-
-    marker: Token | None
-    value: Token
-
-
-_Item = _MarkedAccount | _MarkedMeter | _Labelled | Token
+_HELP = ParsedCommand(Command.HELP)
 
 
 class _Failed(Exception):
     """Internal: a transformer step found the message unreadable, at `token` if given."""
 
-    def __init__(self, reason: ParseFailureReason, token: Token | None = None) -> None:
+    def __init__(self, reason: ParseFailureReason, token: _Token | None = None) -> None:
         super().__init__(reason)
         self.reason = reason
         self.token = token
 
 
-class SmsTransformer(Transformer[Token, ParsedMessage]):
+class SmsTransformer(Transformer[_Token, ParsedMessage]):
     """Turns the parse of one SMS into the domain dataclasses.
 
     Runs inside the LALR parser, so no tree is built. A failure found here is
     raised as `_Failed` and turned into a ParseFailure by MessageParser.parse.
+
+    The rules reduced once per token only gather tokens into tuples; their
+    callbacks are builtins, because a Python call there costs more than the
+    LALR step. The Python methods run once per message.
     """
+
+    start = operator.itemgetter(0)
+    account_ref = meter_ref = reading_item = no_more_items = tuple
 
     def __init__(self, account_pattern: re.Pattern[str]) -> None:
         super().__init__(visit_tokens=False)
         self._account_pattern = account_pattern
 
-    def start(self, children: list[ParsedMessage]) -> ParsedMessage:
-        return children[0]
-
     # -- commands --
 
-    def help_command(self, _children: list[Token]) -> ParsedCommand:
-        return ParsedCommand(Command.HELP)
+    def help_command(self, _children: list[_Token]) -> ParsedCommand:
+        return _HELP
 
-    def stop_command(self, _children: list[Token]) -> ParsedCommand:
+    def stop_command(self, _children: list[_Token]) -> ParsedCommand:
         return ParsedCommand(Command.STOP)
 
-    def start_command(self, _children: list[Token]) -> ParsedCommand:
+    def start_command(self, _children: list[_Token]) -> ParsedCommand:
         return ParsedCommand(Command.START)
 
-    def last_command(self, children: list[Token | _Reference]) -> ParsedCommand:
-        reference = children[1] if len(children) > 1 else None
-        if not isinstance(reference, _Reference):
+    def last_command(self, children: list[Any]) -> ParsedCommand:
+        if len(children) == 1:
             return ParsedCommand(Command.LAST)
-        return ParsedCommand(Command.LAST, account=self.account(reference.value))
+        reference: _Reference = children[1]
+        return ParsedCommand(Command.LAST, account=self.account(reference[-1]))
 
-    def register_command(self, children: list[Token | _Reference]) -> ParsedCommand:
-        command, account_ref, meter_ref = children
-        assert isinstance(command, Token)
-        assert isinstance(account_ref, _Reference)
-        assert isinstance(meter_ref, _Reference)
-        account = self.account(account_ref.value)
-        digits = self.digits(meter_ref.value)
+    def register_command(self, children: list[Any]) -> ParsedCommand:
+        command: _Token = children[0]
+        account_ref: _Reference = children[1]
+        meter_ref: _Reference = children[2]
+        account = self.account(account_ref[-1])
+        digits = self.digits(meter_ref[-1])
         if len(digits) < _MIN_METER_DIGITS:
             raise _Failed(Reason.COMMAND_ARGUMENT, command)
         return ParsedCommand(Command.REGISTER, account=account, argument=digits)
 
-    def account_ref(self, children: list[Token]) -> _Reference:
-        return _Reference(children[0] if len(children) > 1 else None, children[-1])
-
-    def meter_ref(self, children: list[Token]) -> _Reference:
-        return _Reference(children[0] if len(children) > 1 else None, children[-1])
-
     # -- readings --
 
-    def marked_account(self, children: list[Token]) -> _MarkedAccount:
-        return _MarkedAccount(children[0], children[1])
-
-    def marked_meter(self, children: list[Token]) -> _MarkedMeter:
-        return _MarkedMeter(children[0], children[1])
-
-    def labelled(self, children: list[Token]) -> _Labelled:
-        return _Labelled(children[0], children[1])
-
-    def readings(self, items: list[_Item]) -> ParsedReadings | ParsedCommand:
-        if len(items) == 1 and isinstance(items[0], Token) and items[0] == "0":
+    def readings_message(self, children: list[_ReadingItems]) -> ParsedReadings | ParsedCommand:
+        """Checks how the items combine, front to back; the first bad item is reported."""
+        items = children[0]
+        if len(items) == 2 and not items[1] and items[0].value == "0":
             # A lone "0" is the help request of phones that can only send digits.
-            return ParsedCommand(Command.HELP)
-        return _Readings(self).build(items)
+            return _HELP
+        numbers: list[str] = []
+        labelled: list[tuple[Zone, int]] = []
+        account: str | None = None
+        meter: str | None = None
+        zones: set[Zone] = set()
+        while items:
+            if len(items) == 2:
+                token: _Token
+                token, items = items
+                if token.type == "NUMBER":
+                    # After a label only an account may stand bare: "Т1 5450 Т2 2130 5550001112".
+                    if labelled and not self.is_account(token.value):
+                        raise _Failed(Reason.MIXED_LABELS, token)
+                    numbers.append(token.value)
+                elif self.is_account(token.value):
+                    account = _only(account, fold_account(token.value), token)
+                else:
+                    raise _Failed(Reason.GARBLED_NUMBER, token)
+                continue
+            marker: _Token
+            value: _Token
+            marker, value, items = items
+            if marker.type == "ACCOUNT_KW":
+                account = _only(account, self.account(value), marker)
+            elif marker.type == "METER_KW":
+                meter = _only(meter, self.digits(value), marker)
+            else:
+                zone = _ZONE_BY_LABEL[marker.type]
+                if zone in zones:
+                    raise _Failed(Reason.REPEATED_ZONE, marker)
+                zones.add(zone)
+                labelled.append((zone, int(self.digits(value))))
+        if not numbers and not labelled:
+            raise _Failed(Reason.NO_READINGS)
+        return ParsedReadings(
+            numbers=tuple(numbers),
+            labelled=tuple(labelled),
+            account_hint=account,
+            meter_hint=meter,
+        )
 
     # -- values --
 
-    def account(self, value: Token) -> str:
+    def account(self, value: _Token) -> str:
         """An account value: digits as typed, or an alphanumeric token in canonical form."""
         if value.type == "NUMBER":
-            return str(value)
-        folded = fold_account(value)
+            return value.value
+        folded = fold_account(value.value)
         if self._account_pattern.fullmatch(folded):
             return folded
         raise _Failed(Reason.GARBLED_NUMBER, value)
 
-    def digits(self, value: Token) -> str:
+    def digits(self, value: _Token) -> str:
         """A meter serial or a reading: only plain digits will do."""
         if value.type != "NUMBER":
             raise _Failed(Reason.GARBLED_NUMBER, value)
-        return str(value)
+        return value.value
 
     def is_account(self, token: str) -> bool:
         return self._account_pattern.fullmatch(fold_account(token)) is not None
 
 
-class _Readings:
-    """Collects the items of a readings message and checks how they combine."""
-
-    def __init__(self, transformer: SmsTransformer) -> None:
-        self._transformer = transformer
-        self.numbers: list[str] = []
-        self.labelled: list[tuple[Zone, int]] = []
-        self.account: str | None = None
-        self.meter: str | None = None
-        self._zones: set[Zone] = set()
-
-    def build(self, items: Sequence[_Item]) -> ParsedReadings:
-        for item in items:
-            self._add(item)
-        if not self.numbers and not self.labelled:
-            raise _Failed(Reason.NO_READINGS)
-        return ParsedReadings(
-            numbers=tuple(self.numbers),
-            labelled=tuple(self.labelled),
-            account_hint=self.account,
-            meter_hint=self.meter,
-        )
-
-    def _add(self, item: _Item) -> None:
-        if isinstance(item, Token):
-            self._add_bare(item)
-        elif isinstance(item, _Labelled):
-            self._add_labelled(item)
-        elif isinstance(item, _MarkedAccount):
-            self._set_account(item.marker, self._transformer.account(item.value))
-        else:
-            self._set_meter(item.marker, self._transformer.digits(item.value))
-
-    def _add_bare(self, token: Token) -> None:
-        if token.type == "NUMBER":
-            # After a label only an account may stand bare: "Т1 5450 Т2 2130 5550001112".
-            if self.labelled and not self._transformer.is_account(token):
-                raise _Failed(Reason.MIXED_LABELS, token)
-            self.numbers.append(str(token))
-        elif self._transformer.is_account(token):
-            self._set_account(token, fold_account(token))
-        else:
-            raise _Failed(Reason.GARBLED_NUMBER, token)
-
-    def _add_labelled(self, item: _Labelled) -> None:
-        zone = _ZONE_BY_LABEL[item.label.type]
-        if zone in self._zones:
-            raise _Failed(Reason.REPEATED_ZONE, item.label)
-        self._zones.add(zone)
-        self.labelled.append((zone, int(self._transformer.digits(item.value))))
-
-    def _set_account(self, marker: Token, account: str) -> None:
-        if self.account is not None and self.account != account:
-            raise _Failed(Reason.REPEATED_ZONE, marker)
-        self.account = account
-
-    def _set_meter(self, marker: Token, meter: str) -> None:
-        if self.meter is not None and self.meter != meter:
-            raise _Failed(Reason.REPEATED_ZONE, marker)
-        self.meter = meter
+def _only(known: str | None, given: str, marker: _Token) -> str:
+    """One message serves one account and one meter: a different second one is refused."""
+    if known is not None and known != given:
+        raise _Failed(Reason.REPEATED_ZONE, marker)
+    return given
 
 
 # ---- LALR errors -> reasons ----------------------------------------------------
@@ -258,9 +234,9 @@ class _Readings:
 # parser is built, and the LALR state it stops in is labelled with the reason: the
 # same idea as Lark's UnexpectedInput.match_examples, looked up in a dict instead
 # of re-parsing every example on each failure. States not listed fall back to
-# UNKNOWN_WORD (a command word or a marker where it makes no sense).
+# UNKNOWN_WORD (a command word or a marker where it makes no sense). A text with
+# no reading at all parses, and the transformer calls it NO_READINGS.
 _ERROR_EXAMPLES: dict[ParseFailureReason, tuple[str, ...]] = {
-    Reason.NO_READINGS: ("спасибо", "показания за май"),
     Reason.LABEL_WITHOUT_VALUE: tuple(
         f"{before}{marker}{after}"
         for marker in ("т1", "т2", "т3", "лс", "пу")
@@ -283,13 +259,19 @@ _ERROR_EXAMPLES: dict[ParseFailureReason, tuple[str, ...]] = {
 
 @dataclass(frozen=True, slots=True)
 class _Compiled:
-    lark: Lark
+    parse: Callable[[str], Any]
     reason_by_state: dict[int, ParseFailureReason]
+    token_class: type
 
 
 @functools.cache
-def _compiled(account_pattern: str) -> _Compiled:
-    """The LALR parser for one account pattern, built on first use and kept."""
+def _compiled(account_pattern: str, cython: bool = True) -> _Compiled:
+    """The LALR parser for one account pattern, built on first use and kept.
+
+    lark-cython runs the lexer and the LALR loop in C; plain Lark, the fallback
+    when it is not installed, reads every text the same way.
+    """
+    plugins, token_class = _engine() if cython else ({}, Token)
     transformer = SmsTransformer(re.compile(account_pattern))
     lark = Lark.open_from_package(
         "grammar",
@@ -297,8 +279,61 @@ def _compiled(account_pattern: str) -> _Compiled:
         parser="lalr",
         lexer="basic",
         transformer=transformer,
+        _plugins=plugins,
     )
-    return _Compiled(lark, _label_error_states(lark, _ERROR_EXAMPLES.items()))
+    _compare_rules_by_identity(lark)
+    reason_by_state = _label_error_states(lark, _ERROR_EXAMPLES.items())
+    return _Compiled(lark.parse, reason_by_state, token_class)
+
+
+def _engine() -> tuple[dict[str, Any], type]:
+    """lark-cython's plugins and token class, or plain Lark's when it does not import."""
+    try:
+        import lark_cython
+    except ImportError:  # pragma: no cover - a dependency; missing only in a broken install
+        return {}, Token
+    return lark_cython.plugins, lark_cython.Token
+
+
+class _Reduction:
+    """A grammar rule as the LALR loop uses it: its length and the rule to go to."""
+
+    __slots__ = ("expansion", "origin")
+
+    def __init__(self, rule: Any) -> None:
+        self.expansion = tuple(rule.expansion)
+        self.origin = _RuleName(str(rule.origin.name))
+
+
+class _RuleName:
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
+def _compare_rules_by_identity(lark: Lark) -> None:
+    """Put rules into the LALR table that the parser compares in C, not in Python.
+
+    On every reduction both engines compare the rule with the end state, look it up
+    among the callbacks and look its name up in the goto table. Lark's Rule defines
+    `__eq__` in Python and its names are lark.Token, a str subclass with a Python
+    `__eq__`: together half the parse time under lark-cython. A `_Reduction` per
+    rule, compared by identity and named by a plain str, does the same in C.
+    """
+    frontend: Any = lark.parser
+    states: dict[int, dict[str, tuple[Any, Any]]] = frontend.parser._parse_table.states
+    callbacks: dict[Any, Any] = frontend.parser_conf.callbacks
+    reductions: dict[Any, _Reduction] = {}
+    for actions in states.values():
+        for symbol, (action, argument) in actions.items():
+            if action is Shift:
+                continue
+            reduction = reductions.get(argument)
+            if reduction is None:
+                reduction = reductions[argument] = _Reduction(argument)
+                callbacks[reduction] = callbacks[argument]
+            actions[symbol] = (action, reduction)
 
 
 def _label_error_states(
@@ -324,30 +359,38 @@ class MessageParser:
 
     account_pattern: a regex an account token must fullmatch after upper-casing
     and folding look-alike Cyrillic letters to Latin, e.g. r"\d{10,12}".
+    cython: read with lark-cython (the default) or with plain Lark; both give the
+    same results, plain Lark about three times slower.
     """
 
-    def __init__(self, account_pattern: str = DEFAULT_ACCOUNT_PATTERN) -> None:
+    def __init__(
+        self, account_pattern: str = DEFAULT_ACCOUNT_PATTERN, *, cython: bool = True
+    ) -> None:
         re.compile(account_pattern)  # a bad pattern is a configuration error, found now
         self._account_pattern = account_pattern
+        self._cython = cython
+        self._compiled: _Compiled | None = None
 
     def parse(self, text: str) -> ParsedMessage:
         if len(text) > MAX_TEXT_LENGTH:
             return ParseFailure(Reason.TOO_LONG, text[:30])
         shown = normalise(text)
         if not _ALPHANUMERIC.search(shown):
-            return ParsedCommand(Command.HELP) if "?" in shown else ParseFailure(Reason.EMPTY)
+            return _HELP if "?" in shown else ParseFailure(Reason.EMPTY)
         lexed = shown.lower()
         if len(lexed) != len(shown):  # "İ" lower-cases to two characters
             shown = lexed
-        compiled = _compiled(self._account_pattern)
+        compiled = self._compiled
+        if compiled is None:
+            compiled = self._compiled = _compiled(self._account_pattern, self._cython)
         try:
             # The transformer runs inside the parser, so parse returns its result.
-            message = cast(ParsedMessage, compiled.lark.parse(lexed))
+            message: ParsedMessage = compiled.parse(lexed)
         except _Failed as failed:
             fragment = _slice(shown, failed.token) if failed.token is not None else ""
             return ParseFailure(failed.reason, fragment)
         except UnexpectedToken as exc:
-            return _token_failure(exc, compiled.reason_by_state, shown)
+            return _token_failure(exc, compiled, shown)
         except UnexpectedCharacters as exc:
             return _character_failure(shown, exc.pos_in_stream)
         except LarkError as exc:  # pragma: no cover - the LALR frontend raises only the above
@@ -355,27 +398,26 @@ class MessageParser:
         return message
 
 
-def _slice(shown: str, token: Token) -> str:
+def _slice(shown: str, token: _Token) -> str:
     """The token as the subscriber typed it (case kept), for the reply."""
     return shown[token.start_pos : token.end_pos]
 
 
-def _token_failure(
-    exc: UnexpectedToken, reason_by_state: dict[int, ParseFailureReason], shown: str
-) -> ParseFailure:
-    reason = reason_by_state.get(_lalr_state(exc), Reason.UNKNOWN_WORD)
+def _token_failure(exc: UnexpectedToken, compiled: _Compiled, shown: str) -> ParseFailure:
+    reason = compiled.reason_by_state.get(_lalr_state(exc), Reason.UNKNOWN_WORD)
     # Values shifted before the failure: tokens, or what the transformer made of them.
     shifted: list[object] = exc.state.value_stack
+    culprit: object
     if reason is Reason.LABEL_WITHOUT_VALUE:
         culprit = shifted[-1]
     elif reason is Reason.COMMAND_ARGUMENT:
         culprit = shifted[0]
-    elif reason is Reason.NO_READINGS:
-        culprit = None
     else:
         culprit = exc.token
-    if isinstance(culprit, Token) and culprit.type != "$END":
-        return ParseFailure(reason, _slice(shown, culprit))
+    if isinstance(culprit, compiled.token_class):
+        token = cast(_Token, culprit)
+        if token.type != "$END":
+            return ParseFailure(reason, _slice(shown, token))
     return ParseFailure(reason)
 
 

@@ -59,3 +59,16 @@ def test_bad_account_pattern_is_refused_at_construction() -> None:
     """A broken account pattern is a configuration error, not a parse failure."""
     with pytest.raises(re.error):
         MessageParser(r"(\d{10}")
+
+
+def test_lark_cython_is_the_default_engine() -> None:
+    """MessageParser reads with lark-cython unless told otherwise."""
+    import lark_cython
+
+    assert lark_cython.Token is grammar_parser._compiled(ACCOUNT_PATTERN).token_class
+
+
+def test_plain_lark_reads_the_table_alike() -> None:
+    """Plain Lark, the fallback without lark-cython, reads every text of the table the same."""
+    plain_lark = MessageParser(ACCOUNT_PATTERN, cython=False)
+    assert [expected for _, expected in CASES] == [plain_lark.parse(text) for text, _ in CASES]
