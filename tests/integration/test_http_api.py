@@ -382,3 +382,28 @@ async def test_dashboard_search_by_phone_or_account(ops, clock):
     assert ("4440005556 3100" in by_phone, "1234567833 1250" in by_phone) == (True, False)
     assert ("1234567833 1250" in by_account, "4440005556 3100" in by_account) == (True, False)
     assert "is neither a phone number nor an account number" in nonsense
+
+
+async def test_dashboard_counts_per_hour_and_outcome_mix(ops, clock):
+    """The dashboard's own queries (hour buckets differ per dialect) count inbound SMS
+    per UTC hour and per outcome, replies excluded."""
+    from datetime import UTC, datetime
+
+    from adapters.http import queries
+
+    _client, gateway = ops
+    await send(gateway, clock, "1234567833 1250")
+    clock.now += timedelta(minutes=59)
+    await send(gateway, clock, "привет", phone="+79990001122")
+    clock.now += timedelta(minutes=2)
+    await send(gateway, clock, "4440005556 3100", phone="+79031112233")
+    since = datetime(2026, 11, 18, 0, 0, tzinfo=UTC)
+
+    per_hour = await queries.inbound_per_hour(gateway.store, since)
+    mix = await queries.outcome_mix(gateway.store, since)
+
+    assert {
+        datetime(2026, 11, 18, 9, 0, tzinfo=UTC): 2,
+        datetime(2026, 11, 18, 10, 0, tzinfo=UTC): 1,
+    } == per_hour
+    assert {"accepted": 1, "unparsed": 1, "meter_required": 1} == mix
