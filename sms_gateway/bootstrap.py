@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from adapters.db.engine import create_engine
+from adapters.db.engine import create_batch_engine, create_engine, create_read_engine
 from adapters.db.migrate import current_revision, head_revision, upgrade
 from adapters.db.outbox import SqlOutbox
 from adapters.db.store import SqlStore
@@ -69,8 +69,12 @@ async def build_gateway(
 ) -> Gateway:
     if check_schema or migrate:
         await ensure_schema(settings, migrate)
-    engine = create_engine(settings.database.url, settings.database.pool_size)
-    store = SqlStore(engine)
+    url = settings.database.url
+    store = SqlStore(
+        create_engine(url, settings.database.pool_size),
+        read_engine=create_read_engine(url),
+        batch_engine=create_batch_engine(url),
+    )
     parser = MessageParser(settings.gateway.account_pattern)
     metrics = metrics or GatewayMetrics()
     service = GatewayService(settings, store, parser, metrics, clock)

@@ -23,9 +23,10 @@ from typing import Any, cast
 from zoneinfo import ZoneInfo
 
 import structlog
+from sqlalchemy.engine import Connection
 
 from adapters.db.batch import BatchUnit
-from adapters.db.store import SqlStore
+from adapters.db.store import SqlStore, insert_inbound_many
 from grammar import MessageParser
 from sms_gateway.config import Settings
 from sms_gateway.domain.model import Account, BookedReading, InboundSms, Meter, Outcome, Reply
@@ -221,35 +222,42 @@ class GatewayService:
 
     async def _transaction(self, batch: list[_Job]) -> dict[int, _Handled]:
         now = self.clock()
-        handled: dict[int, _Handled] = {}
-        async with self.store.transaction() as tx:
-            new = [job for job in batch if job.kind != "process"]
-            if new:
-                stored = await tx.insert_inbound_many([job.inbound for job in new])
-                for job, (inbound_id, duplicate) in zip(new, stored, strict=True):
-                    job.inbound_id, job.duplicate = inbound_id, duplicate
-            work = [job for job in batch if job.kind != "accept"]
-            if not work:
-                return handled
-            for job in work:
-                parse_started = time.perf_counter()
-                job.parsed = self.parser.parse(job.inbound.text)
-                self.metrics.parse_seconds.observe(time.perf_counter() - parse_started)
-            unit = await BatchUnit.load(
-                tx,
-                inbound_ids=[job.inbound_id for job in work if job.inbound_id is not None],
-                phones=[job.inbound.phone for job in work],
-                account_ids=self._named_accounts(job.parsed for job in work),
-                hour_ago=now - timedelta(hours=1),
-                day_ago=now - timedelta(hours=24),
-            )
-            for job in work:
-                assert job.inbound_id is not None and job.parsed is not None
-                handled[id(job)] = await self._handle_one(unit, job, now)
-            await unit.flush()
+        handled = await self.store.run_transaction(lambda conn: self._batch(conn, batch, now))
         for result in handled.values():
             if result.reply is not None:
                 result.reply_id = result.reply.id
+        return handled
+
+    def _batch(self, conn: Connection, batch: list[_Job], now: datetime) -> dict[int, _Handled]:
+        """The whole batch in one transaction: store, load, decide, write back.
+
+        Runs synchronously (in the SQLite batch thread, or inside run_sync on
+        PostgreSQL); it touches no asyncio object.
+        """
+        handled: dict[int, _Handled] = {}
+        new = [job for job in batch if job.kind != "process"]
+        if new:
+            stored = insert_inbound_many(conn, [job.inbound for job in new])
+            for job, (inbound_id, duplicate) in zip(new, stored, strict=True):
+                job.inbound_id, job.duplicate = inbound_id, duplicate
+        work = [job for job in batch if job.kind != "accept"]
+        if not work:
+            return handled
+        for job in work:
+            parse_started = time.perf_counter()
+            job.parsed = self.parser.parse(job.inbound.text)
+            self.metrics.parse_seconds.observe(time.perf_counter() - parse_started)
+        unit = BatchUnit.load(
+            conn,
+            inbound_ids=[job.inbound_id for job in work if job.inbound_id is not None],
+            phones=[job.inbound.phone for job in work],
+            account_ids=self._named_accounts(job.parsed for job in work),
+            hour_ago=now - timedelta(hours=1),
+            day_ago=now - timedelta(hours=24),
+        )
+        for job in work:
+            handled[id(job)] = self._handle_one(unit, job, now)
+        unit.flush()
         return handled
 
     def _named_accounts(self, parsed_messages: Iterable[ParsedMessage | None]) -> set[str]:
@@ -264,10 +272,10 @@ class GatewayService:
                 named.add(parsed.account)
         return named
 
-    async def _handle_one(self, unit: BatchUnit, job: _Job, now: datetime) -> _Handled:
+    def _handle_one(self, unit: BatchUnit, job: _Job, now: datetime) -> _Handled:
         assert job.inbound_id is not None and job.parsed is not None
-        if not await unit.claim_inbound(job.inbound_id):
-            outcome, text, reply_id = await unit.reply_for(job.inbound_id)
+        if not unit.claim_inbound(job.inbound_id):
+            outcome, text, reply_id = unit.reply_for(job.inbound_id)
             return _Handled(
                 None,
                 text,
@@ -276,13 +284,13 @@ class GatewayService:
                 redelivery=True,
             )
         inbound = job.inbound
-        decided = await self._decide(unit, inbound, job.parsed, now, job.inbound_id)
+        decided = self._decide(unit, inbound, job.parsed, now, job.inbound_id)
         outcome = decided.context.outcome
         text = None if decided.silent else compose_reply(decided.context, self.locale)
-        await unit.finish_inbound(job.inbound_id, outcome, decided.account, now)
+        unit.finish_inbound(job.inbound_id, outcome, decided.account, now)
         reply = None
         if text is not None:
-            reply = await unit.insert_reply(
+            reply = unit.insert_reply(
                 inbound_id=job.inbound_id,
                 inbound=inbound,
                 text=text,
@@ -336,7 +344,7 @@ class GatewayService:
 
     # -- deciding ----------------------------------------------------------
 
-    async def _decide(
+    def _decide(
         self,
         tx: BatchUnit,
         inbound: InboundSms,
@@ -347,16 +355,16 @@ class GatewayService:
         phone = inbound.phone
         limit = self.rules.rate_limit_per_phone_per_hour
         hour_ago = now - timedelta(hours=1)
-        if await tx.count_inbound_since(phone, hour_ago, inbound_id) > limit:
-            already = await tx.replied_with_since(phone, Outcome.RATE_LIMITED, hour_ago)
+        if tx.count_inbound_since(phone, hour_ago, inbound_id) > limit:
+            already = tx.replied_with_since(phone, Outcome.RATE_LIMITED, hour_ago)
             return _Outcome(self._context(Outcome.RATE_LIMITED), silent=already)
 
         if isinstance(parsed, ParseFailure):
-            return await self._unparsed(tx, phone, parsed)
+            return self._unparsed(tx, phone, parsed)
         if isinstance(parsed, ParsedCommand):
-            return await self._command(tx, phone, parsed, now)
-        decided = await self._readings(tx, inbound, parsed, now, inbound_id)
-        if decided.context.outcome in _SILENCED_BY_STOP and await tx.is_opted_out(phone):
+            return self._command(tx, phone, parsed, now)
+        decided = self._readings(tx, inbound, parsed, now, inbound_id)
+        if decided.context.outcome in _SILENCED_BY_STOP and tx.is_opted_out(phone):
             decided.silent = True
         return decided
 
@@ -368,21 +376,21 @@ class GatewayService:
             **kwargs,  # type: ignore[arg-type]
         )
 
-    async def _phone_account(self, tx: BatchUnit, phone: str) -> Account | None:
+    def _phone_account(self, tx: BatchUnit, phone: str) -> Account | None:
         """The one account this phone is linked to, if exactly one."""
-        linked = await tx.accounts_for_phone(phone)
+        linked = tx.accounts_for_phone(phone)
         if len(linked) != 1:
             return None
-        return (await tx.load_accounts(linked)).get(linked[0])
+        return (tx.load_accounts(linked)).get(linked[0])
 
-    async def _unparsed(
+    def _unparsed(
         self,
         tx: BatchUnit,
         phone: str,
         failure: ParseFailure,
         account: Account | None = None,
     ) -> _Outcome:
-        account = account or await self._phone_account(tx, phone)
+        account = account or self._phone_account(tx, phone)
         context = self._context(
             Outcome.UNPARSED,
             failure=failure,
@@ -391,23 +399,23 @@ class GatewayService:
         )
         return _Outcome(context, account=account.account if account else None)
 
-    async def _command(
+    def _command(
         self, tx: BatchUnit, phone: str, command: ParsedCommand, now: datetime
     ) -> _Outcome:
         if command.command is Command.HELP:
             return _Outcome(self._context(Outcome.HELP))
         if command.command is Command.STOP:
-            await tx.set_opted_out(phone, True, now)
+            tx.set_opted_out(phone, True, now)
             return _Outcome(self._context(Outcome.OPTED_OUT))
         if command.command is Command.START:
-            await tx.set_opted_out(phone, False, now)
+            tx.set_opted_out(phone, False, now)
             return _Outcome(self._context(Outcome.OPTED_IN))
 
         account: Account | None
         if command.account is not None:
-            account = (await tx.load_accounts([command.account])).get(command.account)
+            account = (tx.load_accounts([command.account])).get(command.account)
         else:
-            account = await self._phone_account(tx, phone)
+            account = self._phone_account(tx, phone)
         if account is None:
             return _Outcome(self._context(Outcome.UNKNOWN_ACCOUNT, account=command.account))
         name = account.account
@@ -424,7 +432,7 @@ class GatewayService:
                     ),
                     account=name,
                 )
-            await tx.bind_phone(name, phone, now)
+            tx.bind_phone(name, phone, now)
             return _Outcome(self._context(Outcome.REGISTERED, account=name), account=name)
 
         # LAST: the reading history is the subscriber's own business.
@@ -432,7 +440,7 @@ class GatewayService:
             return _Outcome(self._context(Outcome.PHONE_NOT_REGISTERED, account=name), account=name)
         latest: BookedReading | None = None
         for meter in account.meters:
-            reading = await tx.latest_reading(meter)
+            reading = tx.latest_reading(meter)
             if reading is not None and (latest is None or reading.period > latest.period):
                 latest = reading
         return _Outcome(
@@ -447,7 +455,7 @@ class GatewayService:
             account=name,
         )
 
-    async def _readings(
+    def _readings(
         self,
         tx: BatchUnit,
         inbound: InboundSms,
@@ -456,7 +464,7 @@ class GatewayService:
         inbound_id: int,
     ) -> _Outcome:
         phone = inbound.phone
-        account, numbers, unknown = await self._resolve_account(tx, phone, parsed)
+        account, numbers, unknown = self._resolve_account(tx, phone, parsed)
         if account is None:
             return _Outcome(self._context(Outcome.UNKNOWN_ACCOUNT, account=unknown))
         name = account.account
@@ -476,9 +484,7 @@ class GatewayService:
                 account=name,
             )
         if not numbers and not parsed.labelled:
-            return await self._unparsed(
-                tx, phone, ParseFailure(ParseFailureReason.NO_READINGS), account
-            )
+            return self._unparsed(tx, phone, ParseFailure(ParseFailureReason.NO_READINGS), account)
         labelled = dict(parsed.labelled)
         values = assign_zones(meter, tuple(int(n) for n in numbers), labelled)
         if values is None:
@@ -490,9 +496,9 @@ class GatewayService:
         today = now.astimezone(self.timezone).date()
         period = choose_period(today, self.rules)
         target = period.period
-        previous = await tx.previous_reading(meter, target) if target else None
-        booked_in_period = await tx.reading_in_period(meter, target) if target else None
-        confirms = bool(target) and await tx.has_pending_confirmation(
+        previous = tx.previous_reading(meter, target) if target else None
+        booked_in_period = tx.reading_in_period(meter, target) if target else None
+        confirms = bool(target) and tx.has_pending_confirmation(
             phone, meter, values, now - timedelta(hours=24)
         )
         decision = evaluate_reading(
@@ -507,7 +513,7 @@ class GatewayService:
         )
         booked = None
         if decision.outcome is Outcome.CONFIRM_NEEDED:
-            await tx.add_pending_confirmation(phone, meter, values, now)
+            tx.add_pending_confirmation(phone, meter, values, now)
         elif decision.status is not None and decision.period is not None:
             booked = BookedReading(
                 meter=meter,
@@ -519,15 +525,15 @@ class GatewayService:
                 phone=phone,
                 inbound_id=inbound_id,
             )
-            await tx.book_reading(booked)
+            tx.book_reading(booked)
             if confirms:
-                await tx.clear_pending_confirmations(phone, meter)
+                tx.clear_pending_confirmations(phone, meter)
         context = self._context(
             decision.outcome, account=name, meter=meter, meters=account.meters, decision=decision
         )
         return _Outcome(context, account=name, booked=booked)
 
-    async def _resolve_account(
+    def _resolve_account(
         self, tx: BatchUnit, phone: str, parsed: ParsedReadings
     ) -> tuple[Account | None, tuple[str, ...], str | None]:
         """(account, the numbers left once the account is taken out, unknown account named).
@@ -537,12 +543,12 @@ class GatewayService:
         the one account the phone is linked to, when no number looks like one.
         """
         if parsed.account_hint is not None:
-            found = await tx.load_accounts([parsed.account_hint])
+            found = tx.load_accounts([parsed.account_hint])
             return found.get(parsed.account_hint), parsed.numbers, parsed.account_hint
         candidates = [n for n in parsed.numbers if self._account_pattern.fullmatch(n)]
         if not candidates:
-            return await self._phone_account(tx, phone), parsed.numbers, None
-        known = await tx.load_accounts(candidates)
+            return self._phone_account(tx, phone), parsed.numbers, None
+        known = tx.load_accounts(candidates)
         first = parsed.numbers[0]
         if first in known:
             return known[first], parsed.numbers[1:], None

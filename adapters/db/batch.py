@@ -7,8 +7,10 @@ answers the service's questions from memory, remembers what it decides (so the
 fifth message of a batch sees the reading the second one booked) and writes it
 all back with a few multi-row statements before the one commit.
 
-It offers the same methods the service used to call on a StoreTransaction, so the
-rules are written once and run the same whether a batch holds one message or 200.
+Everything here is synchronous on a plain Connection: the whole batch runs in one
+hand-over to the database thread (see SqlStore.run_transaction), and the service's
+decisions in between touch only memory. A batch of one message runs exactly the
+same code as a batch of 200.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, bindparam, delete, insert, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, delete, insert, or_, select, update
 
 from adapters.db.schema import (
     account_phones,
@@ -27,7 +29,14 @@ from adapters.db.schema import (
     phone_preferences,
     readings,
 )
-from adapters.db.store import StoreTransaction, _value_columns, from_db_time, to_db_time
+from adapters.db.store import (
+    _value_columns,
+    booked_reading,
+    from_db_time,
+    load_accounts,
+    to_db_time,
+    upsert_into,
+)
 from sms_gateway.domain.model import (
     Account,
     BookedReading,
@@ -61,7 +70,7 @@ class _Pending:
 class BatchUnit:
     """One batch's view of the database, and the writes it will make."""
 
-    tx: StoreTransaction
+    conn: Connection
     inbound_status: dict[int, str] = field(default_factory=dict)
     inbound_outcome: dict[int, str | None] = field(default_factory=dict)
     existing_replies: dict[int, tuple[int, str]] = field(default_factory=dict)
@@ -83,9 +92,9 @@ class BatchUnit:
     bindings: dict[tuple[str, str], datetime] = field(default_factory=dict)
 
     @classmethod
-    async def load(
+    def load(
         cls,
-        tx: StoreTransaction,
+        conn: Connection,
         *,
         inbound_ids: Sequence[int],
         phones: Iterable[str],
@@ -93,30 +102,29 @@ class BatchUnit:
         hour_ago: datetime,
         day_ago: datetime,
     ) -> BatchUnit:
-        unit = cls(tx)
-        conn = tx.conn
+        unit = cls(conn)
         phone_list = sorted(set(phones))
         ids = sorted(set(inbound_ids))
 
         status_query = select(messages.c.id, messages.c.status, messages.c.outcome).where(
             messages.c.id.in_(ids)
         )
-        if tx.store.dialect == "postgresql":
+        if conn.dialect.name == "postgresql":
             # Another instance may be handling a redelivery of the same message.
             status_query = status_query.with_for_update()
-        for row in await conn.execute(status_query):
+        for row in conn.execute(status_query):
             unit.inbound_status[row.id] = row.status
             unit.inbound_outcome[row.id] = row.outcome
         done = [i for i, status in unit.inbound_status.items() if status != "received"]
         if done:
-            for row in await conn.execute(
+            for row in conn.execute(
                 select(messages.c.id, messages.c.reply_to, messages.c.text).where(
                     messages.c.reply_to.in_(done)
                 )
             ):
                 unit.existing_replies[row.reply_to] = (row.id, row.text)
 
-        for row in await conn.execute(
+        for row in conn.execute(
             select(messages.c.phone, messages.c.id, messages.c.created_at).where(
                 messages.c.phone.in_(phone_list),
                 messages.c.direction == "in",
@@ -126,7 +134,7 @@ class BatchUnit:
             created = from_db_time(row.created_at)
             assert created is not None
             unit.recent_inbound.setdefault(row.phone, []).append((row.id, created))
-        for row in await conn.execute(
+        for row in conn.execute(
             select(messages.c.phone, messages.c.created_at).where(
                 messages.c.phone.in_(phone_list),
                 messages.c.direction == "out",
@@ -138,19 +146,19 @@ class BatchUnit:
             assert created is not None
             unit.rate_limited_replies.setdefault(row.phone, []).append(created)
 
-        for row in await conn.execute(
+        for row in conn.execute(
             select(account_phones.c.phone, account_phones.c.account)
             .where(account_phones.c.phone.in_(phone_list))
             .order_by(account_phones.c.account)
         ):
             unit.phone_accounts.setdefault(row.phone, []).append(row.account)
-        for row in await conn.execute(
+        for row in conn.execute(
             select(phone_preferences.c.phone, phone_preferences.c.opted_out).where(
                 phone_preferences.c.phone.in_(phone_list)
             )
         ):
             unit.opted_out[row.phone] = bool(row.opted_out)
-        for row in await conn.execute(
+        for row in conn.execute(
             select(pending_confirmations).where(
                 pending_confirmations.c.phone.in_(phone_list),
                 pending_confirmations.c.created_at >= to_db_time(day_ago),
@@ -164,32 +172,32 @@ class BatchUnit:
         wanted = set(account_ids)
         for linked in unit.phone_accounts.values():
             wanted.update(linked)
-        await unit._load_accounts(wanted)
+        unit._load_accounts(wanted)
         return unit
 
-    async def _load_accounts(self, wanted: Iterable[str]) -> None:
+    def _load_accounts(self, wanted: Iterable[str]) -> None:
         todo = sorted(set(wanted) - self.accounts.keys() - self.missing_accounts)
         if not todo:
             return
-        loaded = await self.tx.load_accounts(todo)
+        loaded = load_accounts(self.conn, todo)
         self.accounts.update(loaded)
         self.missing_accounts.update(set(todo) - loaded.keys())
         meters_by_id = {m.id: m for a in loaded.values() for m in a.meters if m.id is not None}
         if not meters_by_id:
             return
-        for row in await self.tx.conn.execute(
+        for row in self.conn.execute(
             select(readings).where(readings.c.meter_id.in_(sorted(meters_by_id)))
         ):
             meter = meters_by_id[row.meter_id]
-            booked = StoreTransaction._booked(meter, row)
+            booked = booked_reading(meter, row)
             self.readings_by_meter.setdefault(row.meter_id, {})[row.period] = booked
 
     # -- the questions the service asks ------------------------------------------
 
-    async def claim_inbound(self, inbound_id: int) -> bool:
+    def claim_inbound(self, inbound_id: int) -> bool:
         return self.inbound_status.get(inbound_id) == "received"
 
-    async def reply_for(self, inbound_id: int) -> tuple[str | None, str | None, int | None]:
+    def reply_for(self, inbound_id: int) -> tuple[str | None, str | None, int | None]:
         for made in self.replies:
             # The same message twice in one batch: the first one's reply.
             if made.inbound_id == inbound_id:
@@ -201,14 +209,14 @@ class BatchUnit:
             reply[0] if reply else None,
         )
 
-    async def count_inbound_since(self, phone: str, since: datetime, up_to_id: int) -> int:
+    def count_inbound_since(self, phone: str, since: datetime, up_to_id: int) -> int:
         return sum(
             1
             for inbound_id, created in self.recent_inbound.get(phone, [])
             if created >= since and inbound_id <= up_to_id
         )
 
-    async def replied_with_since(self, phone: str, outcome: str, since: datetime) -> bool:
+    def replied_with_since(self, phone: str, outcome: str, since: datetime) -> bool:
         if outcome != "rate_limited":
             raise ValueError("only rate_limited replies are tracked per batch")
         if any(t >= since for t in self.rate_limited_replies.get(phone, [])):
@@ -218,25 +226,25 @@ class BatchUnit:
             for r in self.replies
         )
 
-    async def load_accounts(self, account_ids: Iterable[str]) -> dict[str, Account]:
+    def load_accounts(self, account_ids: Iterable[str]) -> dict[str, Account]:
         wanted = list(account_ids)
-        await self._load_accounts(wanted)
+        self._load_accounts(wanted)
         return {a: self.accounts[a] for a in wanted if a in self.accounts}
 
-    async def accounts_for_phone(self, phone: str) -> list[str]:
+    def accounts_for_phone(self, phone: str) -> list[str]:
         linked = set(self.phone_accounts.get(phone, []))
         linked.update(account for account, bound in self.bindings if bound == phone)
         return sorted(linked)
 
-    async def is_opted_out(self, phone: str) -> bool:
+    def is_opted_out(self, phone: str) -> bool:
         if phone in self.preferences:
             return self.preferences[phone][0]
         return self.opted_out.get(phone, False)
 
-    async def set_opted_out(self, phone: str, opted_out: bool, now: datetime) -> None:
+    def set_opted_out(self, phone: str, opted_out: bool, now: datetime) -> None:
         self.preferences[phone] = (opted_out, now)
 
-    async def bind_phone(self, account: str, phone: str, now: datetime) -> None:
+    def bind_phone(self, account: str, phone: str, now: datetime) -> None:
         self.bindings[(account, phone)] = now
         if account in self.accounts:
             current = self.accounts[account]
@@ -248,7 +256,7 @@ class BatchUnit:
         assert meter.id is not None
         return self.readings_by_meter.setdefault(meter.id, {})
 
-    async def previous_reading(self, meter: Meter, before_period: str) -> PreviousReading | None:
+    def previous_reading(self, meter: Meter, before_period: str) -> PreviousReading | None:
         earlier = [r for period, r in self._readings(meter).items() if period < before_period]
         booked = None
         if earlier:
@@ -265,19 +273,19 @@ class BatchUnit:
             return booked
         return imported
 
-    async def reading_in_period(self, meter: Meter, period: str) -> BookedReading | None:
+    def reading_in_period(self, meter: Meter, period: str) -> BookedReading | None:
         return self._readings(meter).get(period)
 
-    async def latest_reading(self, meter: Meter) -> BookedReading | None:
+    def latest_reading(self, meter: Meter) -> BookedReading | None:
         booked = self._readings(meter)
         return booked[max(booked)] if booked else None
 
-    async def book_reading(self, reading: BookedReading) -> None:
+    def book_reading(self, reading: BookedReading) -> None:
         assert reading.meter.id is not None
         self._readings(reading.meter)[reading.period] = reading
         self.booked[(reading.meter.id, reading.period)] = reading
 
-    async def has_pending_confirmation(
+    def has_pending_confirmation(
         self, phone: str, meter: Meter, values: tuple[int, ...], since: datetime
     ) -> bool:
         candidates = [p for p in self.pending if (p.phone, p.meter_id) not in self.cleared_pending]
@@ -290,20 +298,20 @@ class BatchUnit:
             for p in candidates
         )
 
-    async def add_pending_confirmation(
+    def add_pending_confirmation(
         self, phone: str, meter: Meter, values: tuple[int, ...], now: datetime
     ) -> None:
         assert meter.id is not None
         self.new_pending.append(_Pending(phone, meter.id, values, now))
 
-    async def clear_pending_confirmations(self, phone: str, meter: Meter) -> None:
+    def clear_pending_confirmations(self, phone: str, meter: Meter) -> None:
         assert meter.id is not None
         self.cleared_pending.add((phone, meter.id))
         self.new_pending = [
             p for p in self.new_pending if (p.phone, p.meter_id) != (phone, meter.id)
         ]
 
-    async def finish_inbound(
+    def finish_inbound(
         self, inbound_id: int, outcome: str, account: str | None, now: datetime
     ) -> None:
         self.inbound_status[inbound_id] = "processed"
@@ -318,7 +326,7 @@ class BatchUnit:
             }
         )
 
-    async def insert_reply(
+    def insert_reply(
         self,
         *,
         inbound_id: int,
@@ -335,9 +343,8 @@ class BatchUnit:
 
     # -- writing it all back ----------------------------------------------------
 
-    async def flush(self) -> None:
-        conn = self.tx.conn
-        store = self.tx.store
+    def flush(self) -> None:
+        conn = self.conn
         if self.booked:
             rows = [
                 {
@@ -352,7 +359,7 @@ class BatchUnit:
                 }
                 for r in self.booked.values()
             ]
-            upsert = store._insert(readings)
+            upsert = upsert_into(conn, readings)
             upsert = upsert.on_conflict_do_update(
                 index_elements=[readings.c.meter_id, readings.c.period],
                 set_={
@@ -362,9 +369,9 @@ class BatchUnit:
                     )
                 },
             )  # fmt: skip
-            await conn.execute(upsert, rows)
+            conn.execute(upsert, rows)
         if self.cleared_pending:
-            await conn.execute(
+            conn.execute(
                 delete(pending_confirmations).where(
                     or_(
                         *[
@@ -378,7 +385,7 @@ class BatchUnit:
                 )
             )
         if self.new_pending:
-            await conn.execute(
+            conn.execute(
                 insert(pending_confirmations),
                 [
                     {
@@ -391,18 +398,18 @@ class BatchUnit:
                 ],
             )
         for phone, (opted_out, when) in self.preferences.items():
-            stmt = store._insert(phone_preferences).values(
+            stmt = upsert_into(conn, phone_preferences).values(
                 phone=phone, opted_out=opted_out, updated_at=to_db_time(when)
             )
-            await conn.execute(
+            conn.execute(
                 stmt.on_conflict_do_update(
                     index_elements=[phone_preferences.c.phone],
                     set_={"opted_out": opted_out, "updated_at": to_db_time(when)},
                 )
             )
         if self.bindings:
-            await conn.execute(
-                store._insert(account_phones).on_conflict_do_nothing(),
+            conn.execute(
+                upsert_into(conn, account_phones).on_conflict_do_nothing(),
                 [
                     {"account": a, "phone": p, "source": "reg", "created_at": to_db_time(t)}
                     for (a, p), t in self.bindings.items()
@@ -410,11 +417,9 @@ class BatchUnit:
             )
         if self.finished:
             # executemany: the keys other than b_id become the SET clause.
-            await conn.execute(
-                update(messages).where(messages.c.id == bindparam("b_id")), self.finished
-            )
+            conn.execute(update(messages).where(messages.c.id == bindparam("b_id")), self.finished)
         if self.replies:
-            result = await conn.execute(
+            result = conn.execute(
                 insert(messages).returning(messages.c.id, messages.c.reply_to),
                 [
                     {

@@ -1,11 +1,19 @@
-"""Creating the async engine: SQLite tuned for a single writer, PostgreSQL pooled."""
+"""Creating engines: SQLite tuned for one writer, PostgreSQL pooled.
+
+On SQLite every write transaction starts with BEGIN IMMEDIATE: it takes the write
+lock up front and waits for it (busy_timeout), instead of failing with "database is
+locked" when a read turns into a write while another connection writes. Readers
+(ops API, export) get an engine of their own with plain deferred transactions, so a
+long export never holds the write lock.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import Engine, event
+from sqlalchemy import create_engine as create_sync_engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -14,25 +22,37 @@ def is_sqlite(url: str) -> bool:
     return url.startswith("sqlite")
 
 
+def _sqlite_file(url: str) -> None:
+    database = make_url(url).database
+    if database and database != ":memory:":
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
+
+
+def _tune_sqlite(sync_engine: Engine, immediate: bool) -> None:
+    @event.listens_for(sync_engine, "connect")
+    def _pragmas(dbapi_connection: Any, _record: Any) -> None:
+        # Transactions are begun by the listener below, not by the driver.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        # WAL lets readers run beside the writer; FULL makes a commit survive power
+        # loss, which is what "acknowledged only after it is durable" means.
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @event.listens_for(sync_engine, "begin")
+    def _begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
 def create_engine(url: str, pool_size: int = 10) -> AsyncEngine:
-    """An engine for `url`; for SQLite the file's folder is created and WAL enabled."""
+    """The engine for writes (and everything on PostgreSQL)."""
     if is_sqlite(url):
-        database = make_url(url).database
-        if database and database != ":memory:":
-            Path(database).parent.mkdir(parents=True, exist_ok=True)
+        _sqlite_file(url)
         engine = create_async_engine(url, connect_args={"timeout": 30})
-
-        @event.listens_for(engine.sync_engine, "connect")
-        def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-            cursor = dbapi_connection.cursor()
-            # WAL lets readers (ops API, export) run beside the writer; FULL makes a
-            # commit survive power loss, which is what "ack only after durable" means.
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA synchronous=FULL")
-            cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.execute("PRAGMA busy_timeout=30000")
-            cursor.close()
-
+        _tune_sqlite(engine.sync_engine, immediate=True)
         return engine
     # Fail fast when PostgreSQL is away: a transport must answer "try later" within
     # its own timeouts (SMSC response timer, Twilio's 15 s), not hang on connect.
@@ -44,3 +64,27 @@ def create_engine(url: str, pool_size: int = 10) -> AsyncEngine:
         pool_timeout=5,
         connect_args={"timeout": 5, "command_timeout": 60},
     )
+
+
+def create_read_engine(url: str) -> AsyncEngine | None:
+    """A separate engine for readers on SQLite; None where the write engine serves."""
+    if not is_sqlite(url):
+        return None
+    engine = create_async_engine(url, connect_args={"timeout": 30})
+    _tune_sqlite(engine.sync_engine, immediate=False)
+    return engine
+
+
+def create_batch_engine(url: str) -> Engine | None:
+    """On SQLite, a synchronous engine for the batch writer thread.
+
+    aiosqlite hands every statement to its own thread and back; a batch of inbound
+    SMS runs a dozen statements, so the batch runs instead, whole, in one thread of
+    ours on the plain sqlite3 driver: one hand-over per batch.
+    """
+    if not is_sqlite(url):
+        return None
+    sync_url = make_url(url).set(drivername="sqlite")
+    engine = create_sync_engine(sync_url, connect_args={"timeout": 30, "check_same_thread": False})
+    _tune_sqlite(engine, immediate=True)
+    return engine

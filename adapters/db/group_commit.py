@@ -1,8 +1,10 @@
 """Group commit for small writes: whatever is queued runs in one transaction.
 
 The SMPP sender marks every reply sent, and every receipt updates a reply; one
-commit each would cap the link at the disk's commit rate. Callers still get their
-own result, and only once the shared transaction has committed.
+commit each would cap the link at the disk's commit rate. Operations are plain
+functions of a synchronous connection, run together by `SqlStore.run_transaction`
+(on SQLite in the same writer thread as the inbound batches, so writers never wait
+on each other's locks). Callers get their own result once the shared commit is done.
 """
 
 from __future__ import annotations
@@ -10,17 +12,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import structlog
+from sqlalchemy.engine import Connection
 
-from adapters.db.store import SqlStore, StoreTransaction
+from adapters.db.store import SqlStore
 from sms_gateway.errors import TemporaryFailure
 
 T = TypeVar("T")
-Operation = Callable[[StoreTransaction], Awaitable[Any]]
+Operation = Callable[[Connection], Any]
 
 log = structlog.get_logger("adapters.db.group_commit")
 
@@ -40,8 +43,8 @@ class GroupCommit:
         self._worker: asyncio.Task[None] | None = None
         self._closed = False
 
-    async def run(self, operation: Callable[[StoreTransaction], Awaitable[T]]) -> T:
-        """Run `operation(tx)` in the next shared transaction; its result after the commit."""
+    async def run(self, operation: Callable[[Connection], T]) -> T:
+        """Run `operation(conn)` in the next shared transaction; its result after the commit."""
         if self._closed:
             raise TemporaryFailure("the store is shutting down")
         loop = asyncio.get_running_loop()
@@ -75,11 +78,11 @@ class GroupCommit:
             await self._commit(batch)
 
     async def _commit(self, batch: list[_Queued]) -> None:
-        results: list[Any] = []
+        def run_all(conn: Connection) -> list[Any]:
+            return [queued.operation(conn) for queued in batch]
+
         try:
-            async with self.store.transaction() as tx:
-                for queued in batch:
-                    results.append(await queued.operation(tx))
+            results = await self.store.run_transaction(run_all)
         except TemporaryFailure as exc:
             for queued in batch:
                 queued.future.set_exception(exc)

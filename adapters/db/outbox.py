@@ -5,8 +5,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
+from sqlalchemy.engine import Connection
+
 from adapters.db.group_commit import GroupCommit
-from adapters.db.store import SqlStore
+from adapters.db.store import (
+    SqlStore,
+    claim_outbound,
+    record_delivery_status,
+    release_stale_outbound,
+    set_outbound_statuses,
+)
 from sms_gateway.ports import OutboundSms
 
 
@@ -17,38 +25,48 @@ class SqlOutbox:
         self.store = store
         self.clock = clock
         self.commits = GroupCommit(store)
+        self._status_changes: list[dict[str, object]] = []
 
     async def claim(self, channel: str, limit: int) -> list[OutboundSms]:
         now = self.clock()
-        return await self.commits.run(lambda tx: tx.claim_outbound(channel, limit, now))
+        return await self.commits.run(lambda conn: claim_outbound(conn, channel, limit, now))
 
     async def mark_sent(self, outbound_id: int, transport_id: str | None) -> None:
-        await self.commits.run(
-            lambda tx: tx.set_outbound_status(outbound_id, "sent", transport_id=transport_id)
-        )
+        await self._set_status(outbound_id, "sent", transport_id, None)
 
     async def mark_failed(self, outbound_id: int, error: str) -> None:
-        await self.commits.run(
-            lambda tx: tx.set_outbound_status(outbound_id, "failed", error=error)
-        )
+        await self._set_status(outbound_id, "failed", None, error)
 
     async def release(self, outbound_id: int, error: str | None = None) -> None:
-        await self.commits.run(
-            lambda tx: tx.set_outbound_status(outbound_id, "pending", error=error)
+        await self._set_status(outbound_id, "pending", None, error)
+
+    async def _set_status(
+        self, outbound_id: int, status: str, transport_id: str | None, error: str | None
+    ) -> None:
+        # Every reply sent changes its row: the changes waiting for the next commit go
+        # out as one executemany, not one statement (and one thread hop) each.
+        self._status_changes.append(
+            {"b_id": outbound_id, "status": status, "transport_id": transport_id, "error": error}
         )
+        await self.commits.run(self._flush_status_changes)
+
+    def _flush_status_changes(self, conn: Connection) -> None:
+        changes, self._status_changes = self._status_changes, []
+        if changes:
+            set_outbound_statuses(conn, changes)
 
     async def record_delivery_status(
         self, transport_id: str, status: str, error: str | None = None
     ) -> bool:
         matched: bool = await self.commits.run(
-            lambda tx: tx.record_delivery_status(transport_id, status, error)
+            lambda conn: record_delivery_status(conn, transport_id, status, error)
         )
         return matched
 
     async def release_stale(self, older_than: timedelta) -> int:
         """Replies claimed by a sender that died: pending again (at start-up)."""
         cutoff = self.clock() - older_than
-        released: int = await self.commits.run(lambda tx: tx.release_stale_outbound(cutoff))
+        released: int = await self.commits.run(lambda conn: release_stale_outbound(conn, cutoff))
         return released
 
     async def depth(self) -> int:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from sqlalchemy import delete, select
+from sqlalchemy.engine import Connection
 
 from adapters.db.group_commit import GroupCommit
 from adapters.db.schema import inbound_parts
-from adapters.db.store import StoreTransaction, from_db_time, to_db_time
+from adapters.db.store import from_db_time, to_db_time, upsert_into
 from adapters.smpp.reassembly import MessagePart
 
 
@@ -19,9 +20,9 @@ class SqlPartStore:
         self.commits = commits
 
     async def save(self, part: MessagePart) -> None:
-        async def write(tx: StoreTransaction) -> None:
+        def write(conn: Connection) -> None:
             stmt = (
-                tx.store._insert(inbound_parts)
+                upsert_into(conn, inbound_parts)
                 .values(
                     group_key=part.group_key,
                     sequence=part.sequence,
@@ -38,15 +39,13 @@ class SqlPartStore:
                 # A redelivered part is already held.
                 .on_conflict_do_nothing()
             )
-            await tx.conn.execute(stmt)
+            conn.execute(stmt)
 
         await self.commits.run(write)
 
     async def discard(self, group_key: str) -> None:
-        async def remove(tx: StoreTransaction) -> None:
-            await tx.conn.execute(
-                delete(inbound_parts).where(inbound_parts.c.group_key == group_key)
-            )
+        def remove(conn: Connection) -> None:
+            conn.execute(delete(inbound_parts).where(inbound_parts.c.group_key == group_key))
 
         await self.commits.run(remove)
 

@@ -9,14 +9,16 @@ as `StoreUnavailable` so transports can answer with a temporary error.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import and_, delete, func, insert, or_, select, update
+from sqlalchemy import bindparam, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -25,8 +27,6 @@ from adapters.db.schema import (
     accounts,
     messages,
     meters,
-    pending_confirmations,
-    phone_preferences,
     readings,
 )
 from sms_gateway.domain.model import (
@@ -34,11 +34,12 @@ from sms_gateway.domain.model import (
     BookedReading,
     InboundSms,
     Meter,
-    PreviousReading,
     ReadingStatus,
 )
 from sms_gateway.errors import StoreUnavailable
 from sms_gateway.ports import OutboundSms
+
+T = TypeVar("T")
 
 _UNAVAILABLE = (OperationalError, InterfaceError, DisconnectionError, OSError, TimeoutError)
 
@@ -77,6 +78,101 @@ def _meter(row: Any) -> Meter:
         last_read_on=row.last_read_on,
         id=row.id,
     )
+
+
+def upsert_into(conn: Connection, table: Any) -> Any:
+    """INSERT that can say ON CONFLICT, in the connection's dialect."""
+    return (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(table)
+
+
+def booked_reading(meter: Meter, row: Any) -> BookedReading:
+    submitted = from_db_time(row.submitted_at)
+    assert submitted is not None
+    return BookedReading(
+        meter=meter,
+        period=row.period,
+        values=_values(row, meter.zones),
+        status=ReadingStatus(row.status),
+        submitted_at=submitted,
+        channel=row.channel,
+        phone=row.phone,
+        inbound_id=row.inbound_id,
+    )
+
+
+def load_accounts(conn: Connection, account_ids: Iterable[str]) -> dict[str, Account]:
+    """Accounts with their meters and phones, in two queries."""
+    wanted = sorted(set(account_ids))
+    if not wanted:
+        return {}
+    meter_rows = conn.execute(
+        select(meters).where(meters.c.account.in_(wanted)).order_by(meters.c.id)
+    ).all()
+    phone_rows = conn.execute(
+        select(account_phones.c.account, account_phones.c.phone).where(
+            account_phones.c.account.in_(wanted)
+        )
+    ).all()
+    by_account: dict[str, list[Meter]] = {}
+    for row in meter_rows:
+        by_account.setdefault(row.account, []).append(_meter(row))
+    phones: dict[str, set[str]] = {}
+    for row in phone_rows:
+        phones.setdefault(row.account, set()).add(row.phone)
+    return {
+        account: Account(account, tuple(account_meters), frozenset(phones.get(account, ())))
+        for account, account_meters in by_account.items()
+    }
+
+
+def insert_inbound_many(conn: Connection, inbounds: Sequence[InboundSms]) -> list[tuple[int, bool]]:
+    """Store inbound SMS in one statement; (id, duplicate) for each, in order.
+
+    Every inbound carries an external_id or a dedupe_key: a redelivery conflicts
+    with the stored row and is answered with that row's id.
+    """
+    rows = [
+        {
+            "direction": "in",
+            "channel": m.channel,
+            "phone": m.phone,
+            "short_number": m.short_number,
+            "text": m.text,
+            "created_at": to_db_time(m.received_at),
+            "external_id": m.external_id,
+            "dedupe_key": m.dedupe_key,
+            "status": "received",
+            "attempts": 0,
+            "parts": m.parts,
+            "incomplete": m.incomplete,
+        }
+        for m in inbounds
+    ]
+    # executemany, not one multi-VALUES statement: the compiled form is cached
+    # and SQLAlchemy batches the rows itself ("insertmanyvalues").
+    stmt = (
+        upsert_into(conn, messages)
+        .on_conflict_do_nothing()
+        .returning(messages.c.id, messages.c.channel, messages.c.external_id, messages.c.dedupe_key)
+    )
+    inserted: dict[tuple[str, str | None, str | None], int] = {}
+    for row in conn.execute(stmt, rows):
+        inserted[(row.channel, row.external_id, row.dedupe_key)] = int(row.id)
+    out: list[tuple[int, bool]] = []
+    claimed: set[int] = set()
+    for m in inbounds:
+        new_id = inserted.get((m.channel, m.external_id, m.dedupe_key))
+        if new_id is not None and new_id not in claimed:
+            claimed.add(new_id)
+            out.append((new_id, False))
+            continue
+        if m.external_id is not None:
+            key = messages.c.external_id == m.external_id
+        else:
+            key = messages.c.dedupe_key == m.dedupe_key
+        existing = conn.execute(select(messages.c.id).where(messages.c.channel == m.channel, key))
+        out.append((int(existing.scalar_one()), True))
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,15 +214,40 @@ def _stored_message(row: Any) -> StoredMessage:
     )
 
 
+@contextmanager
+def _mapped_errors() -> Iterator[None]:
+    """Database failures leave the store as StoreUnavailable (a temporary failure)."""
+    try:
+        yield
+    except _UNAVAILABLE as exc:
+        raise StoreUnavailable(f"database unavailable: {exc.__class__.__name__}") from exc
+    except DBAPIError as exc:
+        if exc.connection_invalidated:
+            raise StoreUnavailable("database connection lost") from exc
+        raise
+
+
 class SqlStore:
     """The process's gateway to the database."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        read_engine: AsyncEngine | None = None,
+        batch_engine: Engine | None = None,
+    ) -> None:
         self.engine = engine
+        self.read_engine = read_engine or engine
+        self.batch_engine = batch_engine
         self.dialect = engine.dialect.name
         # SQLite has one writer: serialising our own transactions avoids
         # "database is locked" retries inside one process.
         self._write_lock = asyncio.Lock() if self.dialect == "sqlite" else None
+        self._batch_thread = (
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-batch")
+            if batch_engine is not None
+            else None
+        )
 
     def _insert(self, table: Any) -> Any:
         return (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(table)
@@ -134,28 +255,39 @@ class SqlStore:
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[StoreTransaction]:
         """One database transaction; commits on success, rolls back on error."""
-        try:
+        with _mapped_errors():
             if self._write_lock is not None:
                 async with self._write_lock, self.engine.begin() as conn:
                     yield StoreTransaction(self, conn)
             else:
                 async with self.engine.begin() as conn:
                     yield StoreTransaction(self, conn)
-        except _UNAVAILABLE as exc:
-            raise StoreUnavailable(f"database unavailable: {exc.__class__.__name__}") from exc
-        except DBAPIError as exc:
-            if exc.connection_invalidated:
-                raise StoreUnavailable("database connection lost") from exc
-            raise
+
+    async def run_transaction(self, work: Callable[[Connection], T]) -> T:
+        """Run `work(connection)` in one transaction, synchronously, and commit.
+
+        On SQLite it runs in the batch thread on the plain sqlite3 driver; on
+        PostgreSQL in the async engine's connection through run_sync.
+        """
+        with _mapped_errors():
+            if self._batch_thread is not None and self.batch_engine is not None:
+                engine = self.batch_engine
+
+                def in_thread() -> T:
+                    with engine.begin() as conn:
+                        return work(conn)
+
+                loop = asyncio.get_running_loop()
+                return await loop.run_in_executor(self._batch_thread, in_thread)
+            async with self.engine.begin() as conn:
+                return await conn.run_sync(work)
 
     @asynccontextmanager
     async def reader(self) -> AsyncIterator[StoreTransaction]:
         """A read-only connection that does not wait for the SQLite writer."""
-        try:
-            async with self.engine.connect() as conn:
+        with _mapped_errors():
+            async with self.read_engine.connect() as conn:
                 yield StoreTransaction(self, conn)
-        except _UNAVAILABLE as exc:
-            raise StoreUnavailable(f"database unavailable: {exc.__class__.__name__}") from exc
 
     async def ping(self) -> bool:
         try:
@@ -166,6 +298,12 @@ class SqlStore:
             return False
 
     async def aclose(self) -> None:
+        if self._batch_thread is not None:
+            self._batch_thread.shutdown(wait=True)
+        if self.batch_engine is not None:
+            self.batch_engine.dispose()
+        if self.read_engine is not self.engine:
+            await self.read_engine.dispose()
         await self.engine.dispose()
 
 
@@ -177,181 +315,6 @@ class StoreTransaction:
         self.conn = conn
 
     # -- the message log --------------------------------------------------
-
-    async def insert_inbound(self, inbound: InboundSms) -> tuple[int, bool]:
-        """Store an inbound SMS; (id, duplicate) where duplicate means it was stored before."""
-        values = {
-            "direction": "in",
-            "channel": inbound.channel,
-            "phone": inbound.phone,
-            "short_number": inbound.short_number,
-            "text": inbound.text,
-            "created_at": to_db_time(inbound.received_at),
-            "external_id": inbound.external_id,
-            "dedupe_key": inbound.dedupe_key,
-            "status": "received",
-            "attempts": 0,
-            "parts": inbound.parts,
-            "incomplete": inbound.incomplete,
-        }
-        stmt = self.store._insert(messages).values(**values).on_conflict_do_nothing()
-        result = await self.conn.execute(stmt.returning(messages.c.id))
-        new_id = result.scalar_one_or_none()
-        if new_id is not None:
-            return int(new_id), False
-        if inbound.external_id is not None:
-            key = messages.c.external_id == inbound.external_id
-        else:
-            key = messages.c.dedupe_key == inbound.dedupe_key
-        existing = await self.conn.execute(
-            select(messages.c.id).where(messages.c.channel == inbound.channel, key)
-        )
-        return int(existing.scalar_one()), True
-
-    async def insert_inbound_many(self, inbounds: Sequence[InboundSms]) -> list[tuple[int, bool]]:
-        """Store inbound SMS in one statement; (id, duplicate) for each, in order.
-
-        Every inbound carries an external_id or a dedupe_key: a redelivery conflicts
-        with the stored row and is answered with that row's id.
-        """
-        rows = [
-            {
-                "direction": "in",
-                "channel": m.channel,
-                "phone": m.phone,
-                "short_number": m.short_number,
-                "text": m.text,
-                "created_at": to_db_time(m.received_at),
-                "external_id": m.external_id,
-                "dedupe_key": m.dedupe_key,
-                "status": "received",
-                "attempts": 0,
-                "parts": m.parts,
-                "incomplete": m.incomplete,
-            }
-            for m in inbounds
-        ]
-        # executemany, not one multi-VALUES statement: the compiled form is cached
-        # and SQLAlchemy batches the rows itself ("insertmanyvalues").
-        stmt = (
-            self.store._insert(messages)
-            .on_conflict_do_nothing()
-            .returning(
-                messages.c.id, messages.c.channel, messages.c.external_id, messages.c.dedupe_key
-            )
-        )
-        inserted: dict[tuple[str, str | None, str | None], int] = {}
-        for row in await self.conn.execute(stmt, rows):
-            inserted[(row.channel, row.external_id, row.dedupe_key)] = int(row.id)
-        out: list[tuple[int, bool]] = []
-        claimed: set[int] = set()
-        for m in inbounds:
-            new_id = inserted.get((m.channel, m.external_id, m.dedupe_key))
-            if new_id is not None and new_id not in claimed:
-                claimed.add(new_id)
-                out.append((new_id, False))
-                continue
-            if m.external_id is not None:
-                key = messages.c.external_id == m.external_id
-            else:
-                key = messages.c.dedupe_key == m.dedupe_key
-            existing = await self.conn.execute(
-                select(messages.c.id).where(messages.c.channel == m.channel, key)
-            )
-            out.append((int(existing.scalar_one()), True))
-        return out
-
-    async def claim_inbound(self, inbound_id: int) -> bool:
-        """Lock the inbound row for processing; False when it was processed already."""
-        stmt = select(messages.c.status).where(messages.c.id == inbound_id)
-        if self.store.dialect == "postgresql":
-            stmt = stmt.with_for_update()
-        status = (await self.conn.execute(stmt)).scalar_one_or_none()
-        return status == "received"
-
-    async def finish_inbound(
-        self, inbound_id: int, outcome: str, account: str | None, now: datetime
-    ) -> None:
-        await self.conn.execute(
-            update(messages)
-            .where(messages.c.id == inbound_id)
-            .values(
-                status="processed", outcome=outcome, account=account, processed_at=to_db_time(now)
-            )
-        )
-
-    async def insert_reply(
-        self,
-        *,
-        inbound_id: int,
-        inbound: InboundSms,
-        text: str,
-        outcome: str,
-        account: str | None,
-        status: str,
-        now: datetime,
-    ) -> int:
-        result = await self.conn.execute(
-            insert(messages)
-            .values(
-                direction="out",
-                channel=inbound.channel,
-                phone=inbound.phone,
-                short_number=inbound.short_number,
-                text=text,
-                outcome=outcome,
-                account=account,
-                created_at=to_db_time(now),
-                reply_to=inbound_id,
-                status=status,
-                attempts=0,
-                parts=1,
-                incomplete=False,
-            )
-            .returning(messages.c.id)
-        )
-        return int(result.scalar_one())
-
-    async def reply_for(self, inbound_id: int) -> tuple[str | None, str | None, int | None]:
-        """(inbound outcome, reply text, reply id) for an inbound SMS handled before."""
-        inbound_row = (
-            await self.conn.execute(select(messages.c.outcome).where(messages.c.id == inbound_id))
-        ).first()
-        reply_row = (
-            await self.conn.execute(
-                select(messages.c.id, messages.c.text).where(messages.c.reply_to == inbound_id)
-            )
-        ).first()
-        return (
-            inbound_row.outcome if inbound_row else None,
-            reply_row.text if reply_row else None,
-            reply_row.id if reply_row else None,
-        )
-
-    async def count_inbound_since(self, phone: str, since: datetime) -> int:
-        result = await self.conn.execute(
-            select(func.count())
-            .select_from(messages)
-            .where(
-                messages.c.phone == phone,
-                messages.c.direction == "in",
-                messages.c.created_at >= to_db_time(since),
-            )
-        )
-        return int(result.scalar_one())
-
-    async def replied_with_since(self, phone: str, outcome: str, since: datetime) -> bool:
-        result = await self.conn.execute(
-            select(messages.c.id)
-            .where(
-                messages.c.phone == phone,
-                messages.c.direction == "out",
-                messages.c.outcome == outcome,
-                messages.c.created_at >= to_db_time(since),
-            )
-            .limit(1)
-        )
-        return result.first() is not None
 
     async def unprocessed_inbound(self, channel: str, limit: int) -> list[tuple[int, InboundSms]]:
         """Inbound SMS stored but never processed (e.g. the process died in between)."""
@@ -390,264 +353,7 @@ class StoreTransaction:
     # -- accounts, meters, phones ----------------------------------------------
 
     async def load_accounts(self, account_ids: Iterable[str]) -> dict[str, Account]:
-        wanted = sorted(set(account_ids))
-        if not wanted:
-            return {}
-        meter_rows = (
-            await self.conn.execute(
-                select(meters).where(meters.c.account.in_(wanted)).order_by(meters.c.id)
-            )
-        ).all()
-        phone_rows = (
-            await self.conn.execute(
-                select(account_phones.c.account, account_phones.c.phone).where(
-                    account_phones.c.account.in_(wanted)
-                )
-            )
-        ).all()
-        by_account: dict[str, list[Meter]] = {}
-        for row in meter_rows:
-            by_account.setdefault(row.account, []).append(_meter(row))
-        phones: dict[str, set[str]] = {}
-        for row in phone_rows:
-            phones.setdefault(row.account, set()).add(row.phone)
-        return {
-            account: Account(account, tuple(account_meters), frozenset(phones.get(account, ())))
-            for account, account_meters in by_account.items()
-        }
-
-    async def accounts_for_phone(self, phone: str) -> list[str]:
-        rows = await self.conn.execute(
-            select(account_phones.c.account)
-            .where(account_phones.c.phone == phone)
-            .order_by(account_phones.c.account)
-        )
-        return [row.account for row in rows]
-
-    async def bind_phone(self, account: str, phone: str, now: datetime) -> None:
-        stmt = (
-            self.store._insert(account_phones)
-            .values(account=account, phone=phone, source="reg", created_at=to_db_time(now))
-            .on_conflict_do_nothing()
-        )
-        await self.conn.execute(stmt)
-
-    async def is_opted_out(self, phone: str) -> bool:
-        result = await self.conn.execute(
-            select(phone_preferences.c.opted_out).where(phone_preferences.c.phone == phone)
-        )
-        return bool(result.scalar_one_or_none())
-
-    async def set_opted_out(self, phone: str, opted_out: bool, now: datetime) -> None:
-        stmt = self.store._insert(phone_preferences).values(
-            phone=phone, opted_out=opted_out, updated_at=to_db_time(now)
-        )
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[phone_preferences.c.phone],
-            set_={"opted_out": opted_out, "updated_at": to_db_time(now)},
-        )
-        await self.conn.execute(stmt)
-
-    # -- readings ----------------------------------------------------------
-
-    async def previous_reading(self, meter: Meter, before_period: str) -> PreviousReading | None:
-        """The latest reading before `before_period`: booked earlier, or the imported one."""
-        row = (
-            await self.conn.execute(
-                select(readings)
-                .where(readings.c.meter_id == meter.id, readings.c.period < before_period)
-                .order_by(readings.c.period.desc())
-                .limit(1)
-            )
-        ).first()
-        booked = None
-        if row is not None:
-            submitted = from_db_time(row.submitted_at)
-            assert submitted is not None
-            booked = PreviousReading(_values(row, meter.zones), submitted.date())
-        imported = (
-            PreviousReading(meter.last_values, meter.last_read_on)
-            if meter.last_values is not None and meter.last_read_on is not None
-            else None
-        )
-        if booked is None:
-            return imported
-        if imported is None or booked.read_on >= imported.read_on:
-            return booked
-        return imported
-
-    async def reading_in_period(self, meter: Meter, period: str) -> BookedReading | None:
-        row = (
-            await self.conn.execute(
-                select(readings).where(readings.c.meter_id == meter.id, readings.c.period == period)
-            )
-        ).first()
-        return self._booked(meter, row) if row is not None else None
-
-    async def latest_reading(self, meter: Meter) -> BookedReading | None:
-        row = (
-            await self.conn.execute(
-                select(readings)
-                .where(readings.c.meter_id == meter.id)
-                .order_by(readings.c.period.desc())
-                .limit(1)
-            )
-        ).first()
-        return self._booked(meter, row) if row is not None else None
-
-    @staticmethod
-    def _booked(meter: Meter, row: Any) -> BookedReading:
-        submitted = from_db_time(row.submitted_at)
-        assert submitted is not None
-        return BookedReading(
-            meter=meter,
-            period=row.period,
-            values=_values(row, meter.zones),
-            status=ReadingStatus(row.status),
-            submitted_at=submitted,
-            channel=row.channel,
-            phone=row.phone,
-            inbound_id=row.inbound_id,
-        )
-
-    async def book_reading(self, reading: BookedReading) -> None:
-        """Insert the period's reading, or replace the one already booked."""
-        values = {
-            **_value_columns(reading.values),
-            "status": str(reading.status),
-            "submitted_at": to_db_time(reading.submitted_at),
-            "channel": reading.channel,
-            "phone": reading.phone,
-            "inbound_id": reading.inbound_id,
-        }
-        stmt = self.store._insert(readings).values(
-            meter_id=reading.meter.id, period=reading.period, **values
-        )
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[readings.c.meter_id, readings.c.period], set_=values
-        )
-        await self.conn.execute(stmt)
-
-    async def has_pending_confirmation(
-        self, phone: str, meter: Meter, values: tuple[int, ...], since: datetime
-    ) -> bool:
-        columns = _value_columns(values)
-        conditions = [
-            pending_confirmations.c.phone == phone,
-            pending_confirmations.c.meter_id == meter.id,
-            pending_confirmations.c.created_at >= to_db_time(since),
-        ]
-        for name, value in columns.items():
-            column = pending_confirmations.c[name]
-            conditions.append(column.is_(None) if value is None else column == value)
-        result = await self.conn.execute(
-            select(pending_confirmations.c.id).where(and_(*conditions)).limit(1)
-        )
-        return result.first() is not None
-
-    async def add_pending_confirmation(
-        self, phone: str, meter: Meter, values: tuple[int, ...], now: datetime
-    ) -> None:
-        await self.conn.execute(
-            insert(pending_confirmations).values(
-                phone=phone, meter_id=meter.id, created_at=to_db_time(now), **_value_columns(values)
-            )
-        )
-
-    async def clear_pending_confirmations(self, phone: str, meter: Meter) -> None:
-        await self.conn.execute(
-            delete(pending_confirmations).where(
-                pending_confirmations.c.phone == phone,
-                pending_confirmations.c.meter_id == meter.id,
-            )
-        )
-
-    # -- the outbox --------------------------------------------------------
-
-    async def claim_outbound(self, channel: str, limit: int, now: datetime) -> list[OutboundSms]:
-        pending = (
-            select(messages.c.id)
-            .where(
-                messages.c.direction == "out",
-                messages.c.status == "pending",
-                messages.c.channel == channel,
-            )
-            .order_by(messages.c.id)
-            .limit(limit)
-        )
-        if self.store.dialect == "postgresql":
-            # Several instances share one outbox: each takes rows nobody holds.
-            pending = pending.with_for_update(skip_locked=True)
-        result = await self.conn.execute(
-            update(messages)
-            .where(messages.c.id.in_(pending.scalar_subquery()))
-            .values(status="sending", claimed_at=to_db_time(now), attempts=messages.c.attempts + 1)
-            .returning(
-                messages.c.id,
-                messages.c.channel,
-                messages.c.phone,
-                messages.c.short_number,
-                messages.c.text,
-                messages.c.reply_to,
-                messages.c.attempts,
-                messages.c.created_at,
-            )
-        )
-        out = []
-        for row in result:
-            created = from_db_time(row.created_at)
-            assert created is not None
-            out.append(
-                OutboundSms(
-                    id=int(row.id),
-                    channel=row.channel,
-                    phone=row.phone,
-                    short_number=row.short_number,
-                    text=row.text,
-                    inbound_id=row.reply_to,
-                    attempts=int(row.attempts),
-                    created_at=created,
-                )
-            )
-        return sorted(out, key=lambda o: o.id)
-
-    async def set_outbound_status(
-        self,
-        outbound_id: int,
-        status: str,
-        *,
-        transport_id: str | None = None,
-        error: str | None = None,
-    ) -> None:
-        values: dict[str, Any] = {"status": status, "error": error}
-        if transport_id is not None:
-            values["transport_id"] = transport_id
-        await self.conn.execute(update(messages).where(messages.c.id == outbound_id).values(values))
-
-    async def release_stale_outbound(self, older_than: datetime) -> int:
-        """Claimed replies whose sender died before reporting: back to pending."""
-        result = await self.conn.execute(
-            update(messages)
-            .where(
-                messages.c.direction == "out",
-                messages.c.status == "sending",
-                or_(
-                    messages.c.claimed_at.is_(None), messages.c.claimed_at < to_db_time(older_than)
-                ),
-            )
-            .values(status="pending")
-        )
-        return int(result.rowcount or 0)
-
-    async def record_delivery_status(
-        self, transport_id: str, status: str, error: str | None
-    ) -> bool:
-        result = await self.conn.execute(
-            update(messages)
-            .where(messages.c.direction == "out", messages.c.transport_id == transport_id)
-            .values(delivery_status=status, error=error)
-        )
-        return bool(result.rowcount)
+        return await self.conn.run_sync(load_accounts, list(account_ids))
 
     async def outbox_depth(self) -> int:
         result = await self.conn.execute(
@@ -708,3 +414,98 @@ class StoreTransaction:
     async def count_accounts(self) -> int:
         result = await self.conn.execute(select(func.count()).select_from(accounts))
         return int(result.scalar_one())
+
+
+# -- the outbox: synchronous, run by the group commit in one transaction --------------
+
+
+def claim_outbound(conn: Connection, channel: str, limit: int, now: datetime) -> list[OutboundSms]:
+    pending = (
+        select(messages.c.id)
+        .where(
+            messages.c.direction == "out",
+            messages.c.status == "pending",
+            messages.c.channel == channel,
+        )
+        .order_by(messages.c.id)
+        .limit(limit)
+    )
+    if conn.dialect.name == "postgresql":
+        # Several instances share one outbox: each takes rows nobody holds.
+        pending = pending.with_for_update(skip_locked=True)
+    result = conn.execute(
+        update(messages)
+        .where(messages.c.id.in_(pending.scalar_subquery()))
+        .values(status="sending", claimed_at=to_db_time(now), attempts=messages.c.attempts + 1)
+        .returning(
+            messages.c.id,
+            messages.c.channel,
+            messages.c.phone,
+            messages.c.short_number,
+            messages.c.text,
+            messages.c.reply_to,
+            messages.c.attempts,
+            messages.c.created_at,
+        )
+    )
+    out = []
+    for row in result:
+        created = from_db_time(row.created_at)
+        assert created is not None
+        out.append(
+            OutboundSms(
+                id=int(row.id),
+                channel=row.channel,
+                phone=row.phone,
+                short_number=row.short_number,
+                text=row.text,
+                inbound_id=row.reply_to,
+                attempts=int(row.attempts),
+                created_at=created,
+            )
+        )
+    return sorted(out, key=lambda o: o.id)
+
+
+def set_outbound_statuses(conn: Connection, changes: list[dict[str, Any]]) -> None:
+    """Many status changes at once: dicts of b_id, status, transport_id, error.
+
+    A change without a transport id keeps the one the row has.
+    """
+    with_id = [c for c in changes if c["transport_id"] is not None]
+    without_id = [
+        {"b_id": c["b_id"], "status": c["status"], "error": c["error"]}
+        for c in changes
+        if c["transport_id"] is None
+    ]
+    # executemany: the keys other than b_id become the SET clause.
+    statement = update(messages).where(messages.c.id == bindparam("b_id"))
+    if with_id:
+        conn.execute(statement, with_id)
+    if without_id:
+        conn.execute(statement, without_id)
+
+
+def release_stale_outbound(conn: Connection, older_than: datetime) -> int:
+    """Claimed replies whose sender died before reporting: back to pending."""
+    result = conn.execute(
+        update(messages)
+        .where(
+            messages.c.direction == "out",
+            messages.c.status == "sending",
+            or_(messages.c.claimed_at.is_(None), messages.c.claimed_at < to_db_time(older_than)),
+        )
+        .values(status="pending")
+    )
+    return int(result.rowcount or 0)
+
+
+def record_delivery_status(
+    conn: Connection, transport_id: str, status: str, error: str | None
+) -> bool:
+    result = conn.execute(
+        update(messages)
+        .where(messages.c.direction == "out", messages.c.transport_id == transport_id)
+        .values(delivery_status=status, error=error)
+    )
+    return bool(result.rowcount)
