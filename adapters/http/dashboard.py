@@ -12,9 +12,11 @@ Phone numbers show only their last 4 digits unless ops ticks "show full numbers"
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
 import aiohttp_jinja2
@@ -22,6 +24,7 @@ import structlog
 from aiohttp import web
 
 from adapters.http import queries
+from adapters.http.api import OUTCOMES
 from adapters.http.auth import OpsAuth
 from adapters.http.keys import AUTH_KEY, GATEWAY_KEY, LINK_STATE_KEY
 from sms_gateway import __version__
@@ -62,6 +65,17 @@ def outcome_kind(outcome: str | None) -> str:
     if outcome in _ERRORS:
         return "error"
     return "info"
+
+
+def link_builder(current: dict[str, str | None]) -> Callable[..., str]:
+    """`link(outcome="unparsed")`: the dashboard URL with some parameters changed."""
+
+    def link(**changes: str | None) -> str:
+        merged = {**current, **changes}
+        kept = {name: value for name, value in merged.items() if value}
+        return "/?" + urlencode(kept) if kept else "/"
+
+    return link
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,7 +142,10 @@ async def dashboard(request: web.Request) -> web.StreamResponse:
     now = gateway.pipeline.clock()
     q = request.query.get("q", "")[:64]
     reveal = request.query.get("reveal") == "1"
+    outcome = request.query.get("outcome") or None
     phone, account, problem = search_terms(q, settings.gateway.account_pattern)
+    if outcome is not None and outcome not in OUTCOMES:
+        problem, outcome = f"“{outcome[:32]}” is not an outcome", None
     if reveal:
         log.info("ops_revealed_phones", search=bool(q))
     context: dict[str, Any] = {
@@ -139,6 +156,8 @@ async def dashboard(request: web.Request) -> web.StreamResponse:
         "timezone": settings.gateway.timezone,
         "q": q,
         "reveal": reveal,
+        "outcome": outcome,
+        "link": link_builder({"q": q, "outcome": outcome, "reveal": "1" if reveal else None}),
         "problem": problem,
         "now": now.astimezone(zone),
         "mask": (lambda p: p) if reveal else mask_digits,
@@ -155,7 +174,11 @@ async def dashboard(request: web.Request) -> web.StreamResponse:
             []
             if problem
             else await queries.conversations(
-                gateway.store, phone=phone, account=account, limit=CONVERSATIONS_SHOWN
+                gateway.store,
+                phone=phone,
+                account=account,
+                outcome=outcome,
+                limit=CONVERSATIONS_SHOWN,
             )
         )
         database = "ok"
@@ -173,7 +196,7 @@ async def dashboard(request: web.Request) -> web.StreamResponse:
             key=lambda item: (-item[1], item[0] or ""),
         ),
         conversations=found,
-        searched=bool(q.strip()),
+        searched=bool(q.strip()) or outcome is not None,
     )
     response = aiohttp_jinja2.render_template("dashboard.html", request, context)
     response.headers["Cache-Control"] = "no-store"

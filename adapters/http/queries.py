@@ -38,9 +38,10 @@ async def conversations(
     *,
     phone: str | None = None,
     account: str | None = None,
+    outcome: str | None = None,
     limit: int = 50,
 ) -> list[Conversation]:
-    """The latest inbound SMS, newest first; with both filters, either may match."""
+    """The latest inbound SMS, newest first; phone and account: either may match."""
     reply = messages.alias("reply")
     inbound = messages
     stmt = (
@@ -70,6 +71,8 @@ async def conversations(
         matches.append(inbound.c.account == account)
     if matches:
         stmt = stmt.where(or_(*matches))
+    if outcome:
+        stmt = stmt.where(inbound.c.outcome == outcome)
     async with store.reader() as tx:
         rows = (await tx.conn.execute(stmt)).all()
     out = []

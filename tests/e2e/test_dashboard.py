@@ -134,6 +134,21 @@ async def test_ops_logs_in_sees_the_webhook_message_and_finds_it_by_phone(
                 "Приняты показания ЛС 1234567833: Т1 1250 (+66).",
                 "sent\nno receipt yet",
             ] == cells[1:]
+            await page.get_by_role("link", name="Clear").click()
+            await page.get_by_role("link", name="meter_required").click()
+            assert 1 == await rows.count()
+            assert "4440005556 3100" == await rows.first.locator("td.text").first.inner_text()
+            await page.get_by_label("Phone or account").fill("8 (916) 123-45-67")
+            await page.get_by_role("button", name="Search").click()
+            await page.wait_for_url("**/?q=*")
+            assert (
+                "No conversations match this search." == await page.locator(".empty").inner_text()
+            )
+
+            await page.get_by_role("link", name="Clear").click()
+            await page.get_by_label("Phone or account").fill("8 (916) 123-45-67")
+            await page.get_by_role("button", name="Search").click()
+            await page.wait_for_url("**/?q=*")
             screenshot = tmp_path / "dashboard.png"
             await page.screenshot(path=str(screenshot), full_page=True)
         finally:

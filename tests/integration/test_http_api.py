@@ -407,3 +407,18 @@ async def test_dashboard_counts_per_hour_and_outcome_mix(ops, clock):
         datetime(2026, 11, 18, 10, 0, tzinfo=UTC): 1,
     } == per_hour
     assert {"accepted": 1, "unparsed": 1, "meter_required": 1} == mix
+
+
+async def test_dashboard_filters_conversations_by_outcome(ops, clock):
+    """Clicking an outcome in the mix (?outcome=...) lists only those conversations; an
+    unknown outcome is explained."""
+    client, gateway = ops
+    await send(gateway, clock, "1234567833 1250")
+    await send(gateway, clock, "привет", phone="+79990001122")
+
+    unparsed = await (await client.get("/?outcome=unparsed", headers=BEARER)).text()
+    bogus = await (await client.get("/?outcome=bogus", headers=BEARER)).text()
+
+    assert ("привет" in unparsed, "1234567833 1250" in unparsed) == (True, False)
+    assert 'href="/?outcome=accepted"' in unparsed
+    assert "“bogus” is not an outcome" in bogus
