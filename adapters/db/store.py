@@ -9,6 +9,7 @@ as `StoreUnavailable` so transports can answer with a temporary error.
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, contextmanager
@@ -214,6 +215,15 @@ def _stored_message(row: Any) -> StoredMessage:
     )
 
 
+def _settle_future(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
+    if future.cancelled():
+        return
+    if ok:
+        future.set_result(value)
+    else:
+        future.set_exception(value)
+
+
 @contextmanager
 def _mapped_errors() -> Iterator[None]:
     """Database failures leave the store as StoreUnavailable (a temporary failure)."""
@@ -244,10 +254,13 @@ class SqlStore:
         # "database is locked" retries inside one process.
         self._write_lock = asyncio.Lock() if self.dialect == "sqlite" else None
         self._batch_thread = (
-            ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-batch")
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-writer")
             if batch_engine is not None
             else None
         )
+        self._queued: list[tuple[Callable[[Connection], Any], asyncio.Future[Any], Any]] = []
+        self._queued_lock = threading.Lock()
+        self._draining = False
 
     def _insert(self, table: Any) -> Any:
         return (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(table)
@@ -264,23 +277,56 @@ class SqlStore:
                     yield StoreTransaction(self, conn)
 
     async def run_transaction(self, work: Callable[[Connection], T]) -> T:
-        """Run `work(connection)` in one transaction, synchronously, and commit.
+        """Run `work(connection)` synchronously in a transaction; its result after the commit.
 
-        On SQLite it runs in the batch thread on the plain sqlite3 driver; on
-        PostgreSQL in the async engine's connection through run_sync.
+        On PostgreSQL: in a pooled connection through run_sync. On SQLite: in the
+        writer thread on the plain sqlite3 driver, where every piece of work queued
+        meanwhile shares one transaction and one commit (each inside a savepoint, so
+        one failing piece rolls back alone).
         """
+        if self._batch_thread is None:
+            with _mapped_errors():
+                async with self.engine.begin() as conn:
+                    return await conn.run_sync(work)
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        with self._queued_lock:
+            self._queued.append((work, future, loop))
+            start = not self._draining
+            self._draining = True
+        if start:
+            self._batch_thread.submit(self._drain_queued)
         with _mapped_errors():
-            if self._batch_thread is not None and self.batch_engine is not None:
-                engine = self.batch_engine
+            return await future
 
-                def in_thread() -> T:
-                    with engine.begin() as conn:
-                        return work(conn)
-
-                loop = asyncio.get_running_loop()
-                return await loop.run_in_executor(self._batch_thread, in_thread)
-            async with self.engine.begin() as conn:
-                return await conn.run_sync(work)
+    def _drain_queued(self) -> None:
+        """Writer thread: commit whatever work is queued, until nothing is."""
+        assert self.batch_engine is not None
+        while True:
+            with self._queued_lock:
+                queued, self._queued = self._queued, []
+                if not queued:
+                    self._draining = False
+                    return
+            outcomes: list[tuple[bool, Any]] = []
+            try:
+                with self.batch_engine.begin() as conn:
+                    for work, _future, _loop in queued:
+                        savepoint = conn.begin_nested()
+                        try:
+                            outcomes.append((True, work(conn)))
+                            savepoint.commit()
+                        except _UNAVAILABLE:
+                            raise
+                        except Exception as exc:
+                            if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+                                raise
+                            savepoint.rollback()
+                            outcomes.append((False, exc))
+            except Exception as exc:
+                outcomes = [(False, exc)] * len(queued)
+            for (_work, future, loop), (ok, value) in zip(queued, outcomes, strict=True):
+                loop.call_soon_threadsafe(_settle_future, future, ok, value)
 
     @asynccontextmanager
     async def reader(self) -> AsyncIterator[StoreTransaction]:
