@@ -60,8 +60,10 @@ def _run(coro: Any) -> Any:
 def _configure_logs(settings: Settings, quiet: bool = False) -> None:
     from sms_gateway.logs import configure_logging
 
-    level = "WARNING" if quiet else settings.gateway.log_level
-    configure_logging(level, settings.gateway.log_format)
+    if quiet:
+        configure_logging("WARNING", settings.gateway.log_format)
+    else:
+        configure_logging(settings.gateway.log_level, settings.gateway.log_format, sys.stdout)
 
 
 class _TerminalProgress:

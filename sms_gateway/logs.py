@@ -9,15 +9,26 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Any
+from typing import Any, TextIO
 
 import structlog
 
-_QUIET_LIBRARIES = {"smpplib": logging.INFO, "aiosqlite": logging.INFO, "asyncio": logging.INFO}
+_QUIET_LIBRARIES = {
+    "smpplib": logging.INFO,
+    "aiosqlite": logging.INFO,
+    "asyncio": logging.INFO,
+    "alembic": logging.WARNING,
+}
 
 
-def configure_logging(level: str = "INFO", fmt: str = "auto") -> None:
-    use_console = fmt == "console" or (fmt == "auto" and sys.stderr.isatty())
+def configure_logging(level: str = "INFO", fmt: str = "auto", stream: TextIO | None = None) -> None:
+    """Route structlog and stdlib logging to `stream` (stderr unless told otherwise).
+
+    `serve` logs to stdout, where container runtimes collect it; the one-shot
+    commands keep stdout for their output (a reply, a CSV).
+    """
+    stream = stream or sys.stderr
+    use_console = fmt == "console" or (fmt == "auto" and stream.isatty())
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
@@ -43,7 +54,7 @@ def configure_logging(level: str = "INFO", fmt: str = "auto") -> None:
             renderer,
         ],
     )
-    handler = logging.StreamHandler(sys.stderr)
+    handler = logging.StreamHandler(stream)
     handler.setFormatter(formatter)
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -53,6 +53,6 @@ class GatewayMetrics:
         )
         self.inbound_queue_depth = Gauge(
             "sms_gateway_inbound_queue_depth",
-            "Inbound SMS stored but not yet processed",
+            "Inbound SMS stored but not yet handled (read from the database)",
             registry=r,
         )

@@ -50,6 +50,10 @@ async def _recovery_loop(gateway: Gateway, channel: str) -> None:
             recovered = await recover_unprocessed(gateway, channel)
             if recovered:
                 log.info("recovered_unprocessed_inbound", channel=channel, count=recovered)
+            # Replies another instance claimed and then died with go back to the outbox.
+            released = await gateway.outbox.release_stale(STALE_CLAIM)
+            if released:
+                log.info("released_stale_replies", count=released)
             gateway.metrics.outbox_depth.set(await gateway.outbox.depth())
         except TemporaryFailure as exc:
             log.warning("recovery_skipped", reason=str(exc))

@@ -198,7 +198,6 @@ class GatewayService:
                 await self._wakeup.wait()
                 continue
             batch = [self._jobs.popleft() for _ in range(min(self.max_batch, len(self._jobs)))]
-            self.metrics.inbound_queue_depth.set(len(self._jobs))
             await self._execute(batch)
 
     async def _execute(self, batch: list[_Job]) -> None:
@@ -355,7 +354,12 @@ class GatewayService:
         phone = inbound.phone
         limit = self.rules.rate_limit_per_phone_per_hour
         hour_ago = now - timedelta(hours=1)
-        if tx.count_inbound_since(phone, hour_ago, inbound_id) > limit:
+        # STOP and START always work: a flood must not keep a phone from opting out.
+        opting = isinstance(parsed, ParsedCommand) and parsed.command in (
+            Command.STOP,
+            Command.START,
+        )
+        if not opting and tx.count_inbound_since(phone, hour_ago, inbound_id) > limit:
             already = tx.replied_with_since(phone, Outcome.RATE_LIMITED, hour_ago)
             return _Outcome(self._context(Outcome.RATE_LIMITED), silent=already)
 

@@ -147,9 +147,10 @@ def test_serve_answers_health_and_stops_on_sigterm(config: Path):
         assert ("ok", "disabled") == (body["database"], body["smpp"])
     finally:
         process.send_signal(signal.SIGTERM)
-        _, stderr = process.communicate(timeout=30)
+        stdout, stderr = process.communicate(timeout=30)
     assert 0 == process.returncode, stderr
-    events = [json.loads(line)["event"] for line in stderr.splitlines() if line.startswith("{")]
+    # serve logs JSON lines to stdout, where container runtimes collect them.
+    events = [json.loads(line)["event"] for line in stdout.splitlines() if line.startswith("{")]
     assert ["serving", "stopping", "stopped"] == [
         e for e in events if e in ("serving", "stopping", "stopped")
     ]
