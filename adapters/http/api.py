@@ -10,7 +10,9 @@ The cursor is the id of the last item returned: the next page holds older rows.
 
 from __future__ import annotations
 
+import functools
 import io
+import json
 import re
 from datetime import UTC, datetime
 from typing import Any
@@ -30,6 +32,8 @@ MAX_LIMIT = 1000
 _PERIOD = re.compile(r"\d{4}-(0[1-9]|1[0-2])")
 _ACCOUNT = re.compile(r"[0-9A-Z\-]{1,32}")
 OUTCOMES = frozenset(str(o) for o in Outcome)
+# Texts are Russian: readable UTF-8 rather than \u escapes (both are valid JSON).
+_dumps = functools.partial(json.dumps, ensure_ascii=False)
 
 
 def parse_phone(raw: str | None) -> str | None:
@@ -131,7 +135,8 @@ async def list_messages(request: web.Request) -> web.Response:
         )
     page = found[:limit]
     next_cursor = str(page[-1].id) if len(found) > limit else None
-    return web.json_response({"items": [message_item(m) for m in page], "next_cursor": next_cursor})
+    body = {"items": [message_item(m) for m in page], "next_cursor": next_cursor}
+    return web.json_response(body, dumps=_dumps)
 
 
 async def account_readings(request: web.Request) -> web.Response:
@@ -142,7 +147,7 @@ async def account_readings(request: web.Request) -> web.Response:
         raise NotFound(f"unknown account {account}")
     async with store.reader() as tx:
         history = await tx.readings_of_account(account)
-    return web.json_response({"account": account, "readings": history})
+    return web.json_response({"account": account, "readings": history}, dumps=_dumps)
 
 
 async def export(request: web.Request) -> web.Response:

@@ -422,3 +422,14 @@ async def test_dashboard_filters_conversations_by_outcome(ops, clock):
     assert ("привет" in unparsed, "1234567833 1250" in unparsed) == (True, False)
     assert 'href="/?outcome=accepted"' in unparsed
     assert "“bogus” is not an outcome" in bogus
+
+
+async def test_message_texts_are_plain_utf8_json(ops, clock):
+    """Russian texts come back as readable UTF-8 in the JSON body, not \\u escapes."""
+    client, gateway = ops
+    await send(gateway, clock, "1234567833 1250")
+
+    response = await client.get("/api/messages?limit=1", headers=BEARER)
+
+    assert "application/json; charset=utf-8" == response.headers["Content-Type"]
+    assert "Приняты показания" in (await response.read()).decode("utf-8")
