@@ -15,7 +15,7 @@ from pathlib import Path
 import aiohttp_jinja2
 import jinja2
 from aiohttp import web
-from aiohttp.typedefs import Handler
+from aiohttp.typedefs import Handler, Middleware
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from adapters.http import api, dashboard
@@ -57,7 +57,7 @@ async def metrics(request: web.Request) -> web.Response:
     return response
 
 
-def _ops_guard(auth: OpsAuth) -> Callable[[web.Request, Handler], object]:
+def _ops_guard(auth: OpsAuth) -> Middleware:
     @web.middleware
     async def require_ops(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.path.startswith("/api/") and not auth.authenticated(request):

@@ -10,5 +10,5 @@ from adapters.http.auth import OpsAuth
 from sms_gateway.bootstrap import Gateway
 
 GATEWAY_KEY = web.AppKey("gateway", Gateway)
-LINK_STATE_KEY = web.AppKey("link_state", Callable[[], str])
+LINK_STATE_KEY: web.AppKey[Callable[[], str]] = web.AppKey("link_state")
 AUTH_KEY = web.AppKey("ops_auth", OpsAuth)
