@@ -85,6 +85,9 @@ class SmppSettings:
     reconnect_max_s: float = 60.0
     dcs0_charset: str = "gsm"  # gsm | latin1
     reassembly_timeout_s: float = 60.0
+    # A reply claimed by a sender that then died (kill -9, lost host) goes back to
+    # the outbox after this long; longer than any submit_sm round trip.
+    claim_timeout_s: float = 30.0
     # Tag of a vendor TLV in which the SMSC sends each MO's message id (decimal, e.g.
     # 5121 for 0x1401); 0 = none. Redeliveries are then recognised by that id.
     mo_id_tlv: int = 0

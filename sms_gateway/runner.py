@@ -18,8 +18,6 @@ from sms_gateway.ports import AcceptedInbound
 
 log = structlog.get_logger("sms_gateway.runner")
 
-# A reply claimed by a sender that died is given back after this long.
-STALE_CLAIM = timedelta(minutes=2)
 RECOVERY_INTERVAL_S = 5.0
 SHUTDOWN_DEADLINE_S = 10.0
 
@@ -51,7 +49,9 @@ async def _recovery_loop(gateway: Gateway, channel: str) -> None:
             if recovered:
                 log.info("recovered_unprocessed_inbound", channel=channel, count=recovered)
             # Replies another instance claimed and then died with go back to the outbox.
-            released = await gateway.outbox.release_stale(STALE_CLAIM)
+            released = await gateway.outbox.release_stale(
+                timedelta(seconds=gateway.settings.smpp.claim_timeout_s)
+            )
             if released:
                 log.info("released_stale_replies", count=released)
             gateway.metrics.outbox_depth.set(await gateway.outbox.depth())
@@ -92,7 +92,9 @@ async def run_service(settings: Settings, stop: asyncio.Event | None = None) -> 
     tasks: list[asyncio.Task[None]] = []
     try:
         await site.start()
-        released = await gateway.outbox.release_stale(STALE_CLAIM)
+        released = await gateway.outbox.release_stale(
+            timedelta(seconds=settings.smpp.claim_timeout_s)
+        )
         if released:
             log.info("released_stale_replies", count=released)
         if smpp is not None:

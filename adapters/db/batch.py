@@ -106,8 +106,11 @@ class BatchUnit:
         phone_list = sorted(set(phones))
         ids = sorted(set(inbound_ids))
 
-        status_query = select(messages.c.id, messages.c.status, messages.c.outcome).where(
-            messages.c.id.in_(ids)
+        # In id order, so two instances locking overlapping batches cannot deadlock.
+        status_query = (
+            select(messages.c.id, messages.c.status, messages.c.outcome)
+            .where(messages.c.id.in_(ids))
+            .order_by(messages.c.id)
         )
         if conn.dialect.name == "postgresql":
             # Another instance may be handling a redelivery of the same message.

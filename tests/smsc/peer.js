@@ -23,6 +23,7 @@ const faults = {
 let message_counter = 0;
 const vendor_tlvs = new Set();
 let burst = null;
+let mo_queue = null;
 
 function emit(obj) {
   process.stdout.write(JSON.stringify(obj) + '\n');
@@ -91,6 +92,12 @@ function bound_sessions(for_delivery) {
 }
 
 function on_submit(session, pdu) {
+  if (mo_queue) {
+    mo_queue.on_reply(pdu);
+    message_counter += 1;
+    session.send(pdu.response({ message_id: 'm' + message_counter }));
+    return;
+  }
   if (burst) {
     // A benchmark burst: answer at once, report only the summary (no line per PDU).
     burst.on_reply(pdu);
@@ -137,6 +144,7 @@ function on_session(session) {
   emit({ event: 'connect', sessions: sessions.size });
   session.on('pdu', (pdu) => {
     if (pdu.command === 'submit_sm') return; // reported by on_submit with its answer
+    if (mo_queue && pdu.command === 'deliver_sm_resp') return;
     if (!(burst && pdu.command === 'deliver_sm_resp' && !burst.report_resps)) emit(describe(pdu));
   });
   for (const bind of ['bind_transceiver', 'bind_receiver', 'bind_transmitter']) {
@@ -148,6 +156,7 @@ function on_session(session) {
       session.bound = bind;
       session.send(pdu.response({ system_id: 'peer' }));
       emit({ event: 'bound', mode: bind, system_id: pdu.system_id });
+      if (mo_queue) setImmediate(() => mo_queue.pump());
     });
   }
   session.on('enquire_link', (pdu) => {
@@ -160,11 +169,13 @@ function on_session(session) {
   });
   session.on('submit_sm', (pdu) => on_submit(session, pdu));
   session.on('deliver_sm_resp', (pdu) => {
-    if (burst) burst.on_resp(pdu);
+    if (mo_queue) mo_queue.on_resp(session, pdu);
+    else if (burst) burst.on_resp(pdu);
   });
   session.on('error', (error) => emit({ event: 'session_error', error: String(error) }));
   session.on('close', () => {
     sessions.delete(session);
+    if (mo_queue) mo_queue.on_close(session);
     emit({ event: 'close', sessions: sessions.size });
   });
 }
@@ -274,6 +285,112 @@ function start_burst(command, session) {
   }
 }
 
+
+// Store and forward, as a real SMSC does: `count` MO wait in a queue and go to bound
+// receivers (round robin), at most `window` unanswered per session. An MO leaves the
+// queue only when a deliver_sm_resp says ESME_ROK; one unanswered when its session
+// closes (the ESME died) or answered with an error goes back and is delivered again,
+// with the same text and the same MO id TLV. Replies are counted per subscriber.
+function start_queue(command) {
+  const window = command.window || 50;
+  const prefix = command.source_prefix || '7917';
+  const tag = command.id_tlv || 0;
+  const tag_name = 'vendor_' + tag.toString(16);
+  if (tag && !vendor_tlvs.has(tag_name)) {
+    smpp.addTLV(tag_name, { id: tag, type: smpp.types.tlv.buffer });
+    vendor_tlvs.add(tag_name);
+  }
+  const waiting = [];
+  for (let i = command.count - 1; i >= 0; i -= 1) waiting.push(i);
+  const in_flight = new Map(); // session -> Map(sequence_number -> index)
+  const acked = new Set();
+  const replies = new Map(); // phone -> number of submit_sm
+  let deliveries = 0;
+  let redeliveries = 0;
+  let done_emitted = false;
+  const phone = (i) => prefix + String(i).padStart(11 - prefix.length, '0');
+  const state = {
+    pump() {
+      const receivers = bound_sessions(true);
+      let progress = true;
+      while (waiting.length && progress) {
+        progress = false;
+        for (const session of receivers) {
+          const flight = in_flight.get(session) || new Map();
+          in_flight.set(session, flight);
+          if (!waiting.length || flight.size >= window) continue;
+          const i = waiting.pop();
+          const options = {
+            source_addr: phone(i),
+            source_addr_ton: 1,
+            source_addr_npi: 1,
+            destination_addr: command.destination_addr,
+            data_coding: 0,
+            short_message: Buffer.from(command.texts[i % command.texts.length], 'latin1'),
+          };
+          if (tag) options[tag_name] = Buffer.from('mo-' + i, 'latin1');
+          const pdu = new smpp.PDU('deliver_sm', options);
+          session.send(pdu);
+          flight.set(pdu.sequence_number, i);
+          deliveries += 1;
+          progress = true;
+        }
+      }
+    },
+    on_resp(session, pdu) {
+      const flight = in_flight.get(session);
+      if (!flight || !flight.has(pdu.sequence_number)) return;
+      const i = flight.get(pdu.sequence_number);
+      flight.delete(pdu.sequence_number);
+      if (pdu.command_status === 0) acked.add(i);
+      else {
+        waiting.push(i);
+        redeliveries += 1;
+      }
+      state.check();
+      setImmediate(() => state.pump());
+    },
+    on_close(session) {
+      const flight = in_flight.get(session);
+      in_flight.delete(session);
+      if (!flight) return;
+      for (const i of flight.values()) {
+        waiting.push(i);
+        redeliveries += 1;
+      }
+    },
+    on_reply(pdu) {
+      const to = pdu.destination_addr;
+      replies.set(to, (replies.get(to) || 0) + 1);
+      state.check();
+    },
+    status() {
+      let answered = 0;
+      let extra = 0;
+      for (let i = 0; i < command.count; i += 1) {
+        const n = replies.get(phone(i)) || 0;
+        if (n > 0) answered += 1;
+        if (n > 1) extra += n - 1;
+      }
+      let outstanding = 0;
+      for (const flight of in_flight.values()) outstanding += flight.size;
+      return {
+        count: command.count, acked: acked.size, waiting: waiting.length, outstanding,
+        deliveries, redeliveries, answered, extra_replies: extra,
+      };
+    },
+    check() {
+      if (done_emitted || acked.size < command.count) return;
+      const status = state.status();
+      if (status.answered < command.count) return;
+      done_emitted = true;
+      emit(Object.assign({ event: 'queue_done' }, status));
+    },
+  };
+  mo_queue = state;
+  state.pump();
+}
+
 const commands = {
   deliver_sm(command) {
     const targets = bound_sessions(true);
@@ -306,6 +423,13 @@ const commands = {
     if (!targets.length) return { error: 'no bound receiver' };
     start_burst(command, targets[targets.length - 1]);
     return { started: true };
+  },
+  queue(command) {
+    start_queue(command);
+    return { started: true };
+  },
+  queue_status() {
+    return mo_queue ? mo_queue.status() : { error: 'no queue' };
   },
   sessions() {
     return { sessions: [...sessions].map((session) => session.bound) };
