@@ -53,6 +53,7 @@ bench: install
 	$(BIN)/python bench/parse.py
 	$(BIN)/python bench/pipeline.py
 	$(BIN)/python bench/smpp.py
+	$(BIN)/python bench/scale.py
 
 clean:
 	rm -rf $(VENV) var/*.db var/*.db-*

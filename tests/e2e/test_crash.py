@@ -10,119 +10,21 @@ every MO booked exactly once, every MO answered, no reply left behind in the out
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import socket
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from adapters.db.schema import messages, readings
+from tests.e2e.serve_support import ID_TLV, Serve, accounts_csv, cli, write_config
 from tests.integration.smpp_support import SmscPeer, require_peer
 
 pytestmark = [pytest.mark.smsc, pytest.mark.timeout(900)]
 
-ROOT = Path(__file__).resolve().parents[2]
 MO_COUNT = 3000
 KILL_AFTER_ACKED = 1000
-ID_TLV = 0x1410  # the vendor TLV our peer puts the MO id in
 FIRST_ACCOUNT = 4_000_000_000
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _write_config(path: Path, database_url: str, smsc_port: int) -> Path:
-    path.write_text(
-        f"""
-[gateway]
-log_format = "json"
-[database]
-url = "{database_url}"
-[http]
-port = {_free_port()}
-[rules]
-# The real clock runs in these processes: a window over the whole month.
-window_start_day = 1
-window_end_day = 31
-rate_limit_per_phone_per_hour = 1000
-[smpp]
-enabled = true
-port = {smsc_port}
-password = "secret"
-reconnect_min_s = 0.1
-reconnect_max_s = 0.5
-response_timeout_s = 3
-window = 50
-max_send_rate = 5000
-mo_id_tlv = {ID_TLV}
-claim_timeout_s = 3
-""",
-        encoding="utf-8",
-    )
-    return path
-
-
-def _accounts_csv(path: Path) -> Path:
-    with path.open("w", encoding="utf-8") as out:
-        out.write("account,meter_serial,zones,digits,phones,last_t1,last_t2,last_t3,last_read_on\n")
-        for i in range(MO_COUNT):
-            out.write(f"{FIRST_ACCOUNT + i},{60_000_000 + i},1,6,,1000,,,2026-01-01\n")
-    return path
-
-
-class Serve:
-    """One `sms-gateway serve` process, its output in a log file."""
-
-    def __init__(self, config: Path, log: Path) -> None:
-        self.config = config
-        self.log = log
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> Serve:
-        handle = self.log.open("ab")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "sms_gateway", "serve", "--config", str(self.config)],
-            cwd=ROOT,
-            stdout=handle,
-            stderr=subprocess.STDOUT,
-        )
-        handle.close()
-        return self
-
-    def kill9(self) -> None:
-        assert self.process is not None
-        os.kill(self.process.pid, signal.SIGKILL)
-        self.process.wait(10)
-
-    def stop(self) -> int:
-        assert self.process is not None
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            return self.process.wait(60)
-        return self.process.returncode
-
-    def ensure_dead(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(10)
-
-
-async def _cli(config: Path, *args: str) -> None:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "sms_gateway", *args, "--config", str(config),
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-    )  # fmt: skip
-    _out, err = await process.communicate()
-    assert 0 == process.returncode, err.decode()
 
 
 async def _until_acked(peer: SmscPeer, acked: int, timeout: float) -> dict:
@@ -196,8 +98,8 @@ async def test_kill_9_mid_burst_loses_nothing_and_books_once(db_url, peer, tmp_p
     """serve takes a 3,000 MO burst, is killed with SIGKILL after 1,000 acks, restarts,
     and the SMSC redelivers what was unacknowledged: one booking, one reply row and at
     least one submit_sm per MO, nothing left in the outbox, and a clean SIGTERM stop."""
-    config = _write_config(tmp_path / "gateway.toml", db_url, peer.port)
-    await _cli(config, "accounts", "import", str(_accounts_csv(tmp_path / "accounts.csv")))
+    config = write_config(tmp_path / "gateway.toml", db_url, peer.port)
+    await cli(config, "accounts", "import", str(accounts_csv(tmp_path / "accounts.csv", MO_COUNT, FIRST_ACCOUNT)))
     first = Serve(config, tmp_path / "serve-1.log").start()
     second = Serve(config, tmp_path / "serve-2.log")
     try:
@@ -228,9 +130,9 @@ async def test_two_instances_share_the_work_and_survive_one_being_killed(
     the burst over both, one is killed with SIGKILL mid-way and is not restarted; the
     survivor takes the redeliveries, handles what the dead one had stored, re-sends
     what it had claimed: every MO booked once and answered."""
-    config_a = _write_config(tmp_path / "a.toml", pg_url, peer.port)
-    config_b = _write_config(tmp_path / "b.toml", pg_url, peer.port)
-    await _cli(config_a, "accounts", "import", str(_accounts_csv(tmp_path / "accounts.csv")))
+    config_a = write_config(tmp_path / "a.toml", pg_url, peer.port)
+    config_b = write_config(tmp_path / "b.toml", pg_url, peer.port)
+    await cli(config_a, "accounts", "import", str(accounts_csv(tmp_path / "accounts.csv", MO_COUNT, FIRST_ACCOUNT)))
     a = Serve(config_a, tmp_path / "a.log").start()
     b = Serve(config_b, tmp_path / "b.log").start()
     try:
