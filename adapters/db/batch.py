@@ -120,47 +120,46 @@ class BatchUnit:
             unit.inbound_outcome[row.id] = row.outcome
         done = [i for i, status in unit.inbound_status.items() if status != "received"]
         if done:
-            for row in conn.execute(
+            for reply in conn.execute(
                 select(messages.c.id, messages.c.reply_to, messages.c.text).where(
                     messages.c.reply_to.in_(done)
                 )
             ):
-                unit.existing_replies[row.reply_to] = (row.id, row.text)
+                unit.existing_replies[reply.reply_to] = (reply.id, reply.text)
 
-        for row in conn.execute(
-            select(messages.c.phone, messages.c.id, messages.c.created_at).where(
+        # One pass over the hour's traffic of these phones: inbound rows count toward
+        # the rate limit, rate_limited replies say the limit was already announced.
+        for recent in conn.execute(
+            select(
+                messages.c.phone,
+                messages.c.id,
+                messages.c.direction,
+                messages.c.outcome,
+                messages.c.created_at,
+            ).where(
                 messages.c.phone.in_(phone_list),
-                messages.c.direction == "in",
                 messages.c.created_at >= to_db_time(hour_ago),
             )
         ):
-            created = from_db_time(row.created_at)
+            created = from_db_time(recent.created_at)
             assert created is not None
-            unit.recent_inbound.setdefault(row.phone, []).append((row.id, created))
-        for row in conn.execute(
-            select(messages.c.phone, messages.c.created_at).where(
-                messages.c.phone.in_(phone_list),
-                messages.c.direction == "out",
-                messages.c.outcome == "rate_limited",
-                messages.c.created_at >= to_db_time(hour_ago),
-            )
-        ):
-            created = from_db_time(row.created_at)
-            assert created is not None
-            unit.rate_limited_replies.setdefault(row.phone, []).append(created)
+            if recent.direction == "in":
+                unit.recent_inbound.setdefault(recent.phone, []).append((recent.id, created))
+            elif recent.outcome == "rate_limited":
+                unit.rate_limited_replies.setdefault(recent.phone, []).append(created)
 
-        for row in conn.execute(
+        for link in conn.execute(
             select(account_phones.c.phone, account_phones.c.account)
             .where(account_phones.c.phone.in_(phone_list))
             .order_by(account_phones.c.account)
         ):
-            unit.phone_accounts.setdefault(row.phone, []).append(row.account)
-        for row in conn.execute(
+            unit.phone_accounts.setdefault(link.phone, []).append(link.account)
+        for preference in conn.execute(
             select(phone_preferences.c.phone, phone_preferences.c.opted_out).where(
                 phone_preferences.c.phone.in_(phone_list)
             )
         ):
-            unit.opted_out[row.phone] = bool(row.opted_out)
+            unit.opted_out[preference.phone] = bool(preference.opted_out)
         for row in conn.execute(
             select(pending_confirmations).where(
                 pending_confirmations.c.phone.in_(phone_list),

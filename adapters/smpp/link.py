@@ -393,7 +393,7 @@ class SmppLink:
             if not exc.command_id & 0x80000000:
                 self._send_generic_nack(exc.sequence, ESME_RINVCMDID)
             return "unknown"
-        command = pdu.command
+        command: str = pdu.command
         if command == "submit_sm_resp" or command == "generic_nack":
             entry = self._outstanding.pop(pdu.sequence, None)
             if entry is not None:
