@@ -54,6 +54,7 @@ bench: install
 	$(BIN)/python bench/pipeline.py
 	$(BIN)/python bench/smpp.py
 	$(BIN)/python bench/scale.py
+	$(BIN)/python bench/webhook.py
 
 clean:
 	rm -rf $(VENV) var/*.db var/*.db-*
