@@ -22,6 +22,7 @@ from tests.integration.smpp_support import (  # noqa: F401  (fixtures)
 pytestmark = [pytest.mark.smsc, pytest.mark.timeout(30)]
 
 ESME_ROK = 0x00
+ESME_RX_T_APPN = 0x64
 ACCEPTED_REPLY = "Приняты показания ЛС 1234567833: Т1 1234 (+50)."
 
 
@@ -217,3 +218,28 @@ async def test_acked_part_of_a_long_mo_survives_a_restart(
         return [] == await rows(gateway, select(inbound_parts.c.sequence))
 
     await until(parts_discarded)
+
+
+async def test_mo_during_graceful_stop_gets_a_temporary_error(
+    smsc: SmscPeer, gateway, adapters
+) -> None:
+    """While stop() waits for an unanswered reply, a new MO is refused with
+    ESME_RX_T_APPN (the SMSC keeps it and redelivers), nothing of it is stored, and
+    the unconfirmed reply goes back to the outbox for the next start."""
+    adapter = await adapters()
+    await smsc.wait_bound()
+    await smsc.set_faults(silent_submit=True)
+    first = await smsc.deliver(b"1234567833 1234", source_addr="79161234567")
+    assert ESME_ROK == await smsc.deliver_resp(first)
+    await smsc.wait_pdu("submit_sm")
+
+    stopping = asyncio.create_task(adapter.stop(1.5))
+    await asyncio.sleep(0.3)
+    late = await smsc.deliver(b"5550001112 5450 2130", source_addr="79167654321")
+    assert ESME_RX_T_APPN == await smsc.deliver_resp(late)
+    await stopping
+
+    inbound = await rows(gateway, select(messages.c.phone).where(messages.c.direction == "in"))
+    assert [("+79161234567",)] == inbound
+    replies = await rows(gateway, select(messages.c.status).where(messages.c.direction == "out"))
+    assert [("pending",)] == replies
