@@ -87,7 +87,7 @@ class SmppSettings:
     reassembly_timeout_s: float = 60.0
     # A reply claimed by a sender that then died (kill -9, lost host) goes back to
     # the outbox after this long; longer than any submit_sm round trip.
-    claim_timeout_s: float = 30.0
+    claim_timeout_s: float = 120.0
     # Tag of a vendor TLV in which the SMSC sends each MO's message id (decimal, e.g.
     # 5121 for 0x1401); 0 = none. Redeliveries are then recognised by that id.
     mo_id_tlv: int = 0
@@ -265,6 +265,8 @@ def validate(settings: Settings) -> list[str]:
             problems.append("[smpp] max_send_rate: expected a positive number")
         if not 0 < s.reconnect_min_s <= s.reconnect_max_s:
             problems.append("[smpp] reconnect_min_s/reconnect_max_s: expected 0 < min <= max")
+        if s.claim_timeout_s < 5:
+            problems.append("[smpp] claim_timeout_s: expected at least 5 seconds")
         if s.enquire_link_s <= 0:
             problems.append("[smpp] enquire_link_s: expected a positive number")
         if not 0 <= s.mo_id_tlv <= 0xFFFF:

@@ -1,5 +1,8 @@
 """structlog set-up: JSON lines in production, a console renderer on a terminal.
 
+`serve` logs to stdout (where container runtimes collect it); the one-shot
+commands log warnings to stderr and keep stdout for their output.
+
 Library loggers (aiohttp, sqlalchemy, smpplib) go through the same processors. smpplib
 logs PDUs as hex dumps holding phone numbers and texts at DEBUG, so it is held at
 INFO or above whatever the gateway's own level is.

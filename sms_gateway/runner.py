@@ -42,7 +42,7 @@ async def recover_unprocessed(gateway: Gateway, channel: str, batch: int = 200) 
             return handled
 
 
-async def _recovery_loop(gateway: Gateway, channel: str) -> None:
+async def _recovery_loop(gateway: Gateway, channel: str, sender: Any) -> None:
     while True:
         try:
             recovered = await recover_unprocessed(gateway, channel)
@@ -50,7 +50,8 @@ async def _recovery_loop(gateway: Gateway, channel: str) -> None:
                 log.info("recovered_unprocessed_inbound", channel=channel, count=recovered)
             # Replies another instance claimed and then died with go back to the outbox.
             released = await gateway.outbox.release_stale(
-                timedelta(seconds=gateway.settings.smpp.claim_timeout_s)
+                timedelta(seconds=gateway.settings.smpp.claim_timeout_s),
+                keep=sender.sending_ids(),
             )
             if released:
                 log.info("released_stale_replies", count=released)
@@ -98,7 +99,7 @@ async def run_service(settings: Settings, stop: asyncio.Event | None = None) -> 
         if released:
             log.info("released_stale_replies", count=released)
         if smpp is not None:
-            tasks.append(asyncio.create_task(_recovery_loop(gateway, "smpp")))
+            tasks.append(asyncio.create_task(_recovery_loop(gateway, "smpp", smpp)))
             await smpp.start()
         log.info(
             "serving",

@@ -129,6 +129,11 @@ class GatewayService:
         self.locale = settings.gateway.locale
         self._reply_listeners: list[Callable[[str], None]] = []
         self._account_pattern = re.compile(settings.gateway.account_pattern)
+        # Twilio replies sent through the REST client are "pending" until the sender
+        # reports them sent; inline TwiML replies are sent with the webhook's answer.
+        self._queued_channels = QUEUED_CHANNELS | (
+            {"twilio"} if settings.twilio.reply_mode == "rest" else set()
+        )
         self._jobs: deque[_Job] = deque()
         self._wakeup: asyncio.Event | None = None
         self._worker: asyncio.Task[None] | None = None
@@ -295,7 +300,7 @@ class GatewayService:
                 text=text,
                 outcome=outcome,
                 account=decided.account,
-                status="pending" if inbound.channel in QUEUED_CHANNELS else "sent",
+                status="pending" if inbound.channel in self._queued_channels else "sent",
                 now=now,
             )
         return _Handled(decided, text, reply, outcome)
@@ -315,7 +320,7 @@ class GatewayService:
             if not result.redelivery:
                 self.metrics.inbound_messages.labels(inbound.channel, result.outcome).inc()
                 self.metrics.handle_seconds.labels(inbound.channel).observe(elapsed)
-                if result.reply_id is not None and inbound.channel in QUEUED_CHANNELS:
+                if result.reply_id is not None and inbound.channel in self._queued_channels:
                     queued_channels.add(inbound.channel)
             log.info(
                 "inbound_handled",

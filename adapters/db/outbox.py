@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from datetime import datetime, timedelta
 
 from sqlalchemy.engine import Connection
@@ -63,10 +63,16 @@ class SqlOutbox:
         )
         return matched
 
-    async def release_stale(self, older_than: timedelta) -> int:
-        """Replies claimed by a sender that died: pending again (at start-up)."""
+    async def release_stale(self, older_than: timedelta, keep: Collection[int] = ()) -> int:
+        """Replies claimed by a sender that died go back to pending (run periodically).
+
+        `keep`: the ids this instance is still sending.
+        """
         cutoff = self.clock() - older_than
-        released: int = await self.commits.run(lambda conn: release_stale_outbound(conn, cutoff))
+        kept = frozenset(keep)
+        released: int = await self.commits.run(
+            lambda conn: release_stale_outbound(conn, cutoff, kept)
+        )
         return released
 
     async def depth(self) -> int:

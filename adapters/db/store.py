@@ -1,16 +1,18 @@
 """The SQL store: the message log, accounts, meters, readings and the outbox.
 
-One `SqlStore` per process wraps the engine. Work happens in transactions
-(`async with store.transaction() as tx`), and a `StoreTransaction` offers the
-queries the service needs, in domain terms. Database failures leave this module
-as `StoreUnavailable` so transports can answer with a temporary error.
+One `SqlStore` per process wraps the engines. Writes on the hot path are plain
+functions of a synchronous Connection run by `run_transaction` (on SQLite in one
+writer thread, group-committed; on PostgreSQL through run_sync); the ops API, the
+import and the export use `transaction()` / `reader()` and a `StoreTransaction`.
+Database failures leave this module as `StoreUnavailable`, so transports can
+answer with a temporary error.
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
@@ -532,17 +534,21 @@ def set_outbound_statuses(conn: Connection, changes: list[dict[str, Any]]) -> No
         conn.execute(statement, without_id)
 
 
-def release_stale_outbound(conn: Connection, older_than: datetime) -> int:
-    """Claimed replies whose sender died before reporting: back to pending."""
-    result = conn.execute(
-        update(messages)
-        .where(
-            messages.c.direction == "out",
-            messages.c.status == "sending",
-            or_(messages.c.claimed_at.is_(None), messages.c.claimed_at < to_db_time(older_than)),
-        )
-        .values(status="pending")
+def release_stale_outbound(
+    conn: Connection, older_than: datetime, keep: Collection[int] = ()
+) -> int:
+    """Claimed replies whose sender died before reporting: back to pending.
+
+    `keep`: replies the calling instance is still sending, however long they take.
+    """
+    stale = update(messages).where(
+        messages.c.direction == "out",
+        messages.c.status == "sending",
+        or_(messages.c.claimed_at.is_(None), messages.c.claimed_at < to_db_time(older_than)),
     )
+    if keep:
+        stale = stale.where(messages.c.id.not_in(sorted(keep)))
+    result = conn.execute(stale.values(status="pending"))
     return int(result.rowcount or 0)
 
 

@@ -174,6 +174,7 @@ class SmppAdapter:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._inbound_tasks: set[asyncio.Task[Any]] = set()
         self._send_tasks: set[asyncio.Task[Any]] = set()
+        self._sending_ids: set[int] = set()
         self._background: list[asyncio.Task[Any]] = []
         self._outbox_event = asyncio.Event()
         self._outbox_idle = False
@@ -577,8 +578,13 @@ class SmppAdapter:
                 for outbound in batch:
                     self._spawn(self._send(outbound), self._send_tasks)
 
+    def sending_ids(self) -> frozenset[int]:
+        """Replies this adapter holds right now: never stale, however long they take."""
+        return frozenset(self._sending_ids)
+
     async def _send(self, outbound: OutboundSms) -> None:
         started = time.monotonic()
+        self._sending_ids.add(outbound.id)
         try:
             try:
                 encoded = encode_reply(outbound.text, next(self._reference))
@@ -625,6 +631,7 @@ class SmppAdapter:
             await self._release(outbound, "shutdown before the reply was confirmed")
             raise
         finally:
+            self._sending_ids.discard(outbound.id)
             self._outbox_event.set()
 
     async def _failed(self, outbound: OutboundSms, error: str) -> None:

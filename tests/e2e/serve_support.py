@@ -47,7 +47,7 @@ response_timeout_s = 3
 window = 50
 max_send_rate = 5000
 mo_id_tlv = {ID_TLV}
-claim_timeout_s = 3
+claim_timeout_s = 5
 """,
         encoding="utf-8",
     )
