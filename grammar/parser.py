@@ -6,7 +6,8 @@
       └── ParseFailure     a ParseFailureReason the reply can explain
 
 The grammar (sms.lark) is compiled on first use, once per account pattern, and
-shared by every MessageParser with that pattern. Lark exceptions are turned into
+shared by every MessageParser with that pattern, with lark-cython's LALR engine
+(plain Lark when lark-cython does not import). Lark exceptions are turned into
 ParseFailure here and never leave the package; `parse` never raises for a str.
 """
 
