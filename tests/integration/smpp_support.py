@@ -239,6 +239,8 @@ class MemoryGateway:
         self.receipts: list[tuple[str, str, str | None]] = []
         self.accept_fails = False
         self._by_identity: dict[str, StoredInbound] = {}
+        self._by_id: dict[int, StoredInbound] = {}
+        self._pending: dict[int, None] = {}  # outbound ids in claim order
         self._ids = itertools.count(1)
         self.on_reply_queued: Callable[[], None] = lambda: None
         self.changed = asyncio.Event()
@@ -255,11 +257,12 @@ class MemoryGateway:
         stored = StoredInbound(next(self._ids), inbound)
         self.inbound.append(stored)
         self._by_identity[identity] = stored
+        self._by_id[stored.inbound_id] = stored
         self.changed.set()
         return AcceptedInbound(stored.inbound_id, inbound)
 
     async def process(self, accepted: AcceptedInbound) -> Reply:
-        stored = next(s for s in self.inbound if s.inbound_id == accepted.inbound_id)
+        stored = self._by_id[accepted.inbound_id]
         stored.processed += 1
         if stored.processed > 1:  # a redelivery: the reply was queued the first time
             return Reply(Outcome.DUPLICATE, None, accepted.inbound_id)
@@ -292,15 +295,16 @@ class MemoryGateway:
             "sends": 0,
             "delivery": None,
         }
+        self._pending[outbound_id] = None
         self.on_reply_queued()
         return outbound_id
 
     # Outbox
     async def claim(self, channel: str, limit: int) -> list[OutboundSms]:
         claimed = []
-        for entry in self.outbound.values():
-            if len(claimed) >= limit:
-                break
+        for outbound_id in list(itertools.islice(self._pending, limit)):
+            del self._pending[outbound_id]
+            entry = self.outbound[outbound_id]
             if entry["status"] == "pending":
                 entry["status"] = "claimed"
                 entry["sends"] += 1
@@ -319,6 +323,7 @@ class MemoryGateway:
 
     async def release(self, outbound_id: int, error: str | None = None) -> None:
         self.outbound[outbound_id].update(status="pending", error=error)
+        self._pending[outbound_id] = None
         self.changed.set()
 
     async def record_delivery_status(
