@@ -217,6 +217,25 @@ def _stored_message(row: Any) -> StoredMessage:
     )
 
 
+def _in_savepoint(conn: Connection, work: Callable[[Connection], Any]) -> tuple[bool, Any]:
+    """(True, result) or (False, error), the work's writes undone on error.
+
+    An unavailable database ends the whole transaction instead.
+    """
+    savepoint = conn.begin_nested()
+    try:
+        result = work(conn)
+    except _UNAVAILABLE:
+        raise
+    except Exception as exc:
+        if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+            raise
+        savepoint.rollback()
+        return False, exc
+    savepoint.commit()
+    return True, result
+
+
 def _settle_future(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
     if future.cancelled():
         return
@@ -310,21 +329,14 @@ class SqlStore:
                 if not queued:
                     self._draining = False
                     return
-            outcomes: list[tuple[bool, Any]] = []
+            outcomes: list[tuple[bool, Any]]
             try:
                 with self.batch_engine.begin() as conn:
-                    for work, _future, _loop in queued:
-                        savepoint = conn.begin_nested()
-                        try:
-                            outcomes.append((True, work(conn)))
-                            savepoint.commit()
-                        except _UNAVAILABLE:
-                            raise
-                        except Exception as exc:
-                            if isinstance(exc, DBAPIError) and exc.connection_invalidated:
-                                raise
-                            savepoint.rollback()
-                            outcomes.append((False, exc))
+                    if len(queued) == 1:
+                        # Alone in its transaction: its failure rolls back only itself.
+                        outcomes = [(True, queued[0][0](conn))]
+                    else:
+                        outcomes = [_in_savepoint(conn, work) for work, _, _ in queued]
             except Exception as exc:
                 outcomes = [(False, exc)] * len(queued)
             for (_work, future, loop), (ok, value) in zip(queued, outcomes, strict=True):
