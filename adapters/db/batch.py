@@ -142,7 +142,6 @@ class BatchUnit:
             )
         ):
             created = from_db_time(recent.created_at)
-            assert created is not None
             if recent.direction == "in":
                 unit.recent_inbound.setdefault(recent.phone, []).append((recent.id, created))
             elif recent.outcome == "rate_limited":
@@ -167,7 +166,6 @@ class BatchUnit:
             )
         ):
             created = from_db_time(row.created_at)
-            assert created is not None
             values = tuple(v for v in (row.t1, row.t2, row.t3) if v is not None)
             unit.pending.append(_Pending(row.phone, row.meter_id, values, created))
 

@@ -341,7 +341,7 @@ async def export_readings(
                     "" if row.t2 is None else row.t2,
                     "" if row.t3 is None else row.t3,
                     row.status,
-                    submitted.isoformat(timespec="seconds") if submitted else "",
+                    submitted.isoformat(timespec="seconds"),
                     row.channel,
                 ]
             )

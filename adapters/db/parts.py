@@ -57,7 +57,6 @@ class SqlPartStore:
             parts = []
             for row in rows:
                 received_at = from_db_time(row.received_at)
-                assert received_at is not None
                 parts.append(
                     MessagePart(
                         group_key=row.group_key,

@@ -54,9 +54,8 @@ def to_db_time(moment: datetime) -> datetime:
     return moment.astimezone(UTC).replace(tzinfo=None)
 
 
-def from_db_time(moment: datetime | None) -> datetime | None:
-    if moment is None:
-        return None
+def from_db_time(moment: datetime) -> datetime:
+    """Naive UTC from a (NOT NULL) column -> aware UTC."""
     return moment.replace(tzinfo=UTC)
 
 
@@ -90,7 +89,6 @@ def upsert_into(conn: Connection, table: Any) -> Any:
 
 def booked_reading(meter: Meter, row: Any) -> BookedReading:
     submitted = from_db_time(row.submitted_at)
-    assert submitted is not None
     return BookedReading(
         meter=meter,
         period=row.period,
@@ -199,7 +197,6 @@ class StoredMessage:
 
 def _stored_message(row: Any) -> StoredMessage:
     created = from_db_time(row.created_at)
-    assert created is not None
     return StoredMessage(
         id=row.id,
         direction=row.direction,
@@ -391,7 +388,6 @@ class StoreTransaction:
         out = []
         for row in rows:
             received_at = from_db_time(row.created_at)
-            assert received_at is not None
             out.append(
                 (
                     int(row.id),
@@ -458,7 +454,6 @@ class StoreTransaction:
         out = []
         for row in rows:
             submitted = from_db_time(row.submitted_at)
-            assert submitted is not None
             out.append(
                 {
                     "meter_serial": row.serial,
@@ -511,7 +506,6 @@ def claim_outbound(conn: Connection, channel: str, limit: int, now: datetime) ->
     out = []
     for row in result:
         created = from_db_time(row.created_at)
-        assert created is not None
         out.append(
             OutboundSms(
                 id=int(row.id),

@@ -78,7 +78,6 @@ async def conversations(
     out = []
     for row in rows:
         created = from_db_time(row.created_at)
-        assert created is not None
         out.append(
             Conversation(
                 inbound_id=int(row.id),
