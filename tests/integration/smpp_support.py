@@ -416,3 +416,14 @@ def udh8(reference: int, total: int, sequence: int) -> bytes:
 def udh16(reference: int, total: int, sequence: int) -> bytes:
     """A concatenation UDH with a 16-bit reference."""
     return bytes((0x06, 0x08, 0x04, reference >> 8, reference & 0xFF, total, sequence))
+
+
+async def bound(adapter_factory: AdapterFactory, gateway: MemoryGateway, **overrides: Any) -> Any:
+    """A started adapter on `gateway`, once its bind succeeded (5 s at most)."""
+    adapter = adapter_factory(gateway, **overrides)
+    await adapter.start()
+    deadline = asyncio.get_running_loop().time() + 5
+    while adapter.state != "bound":
+        assert asyncio.get_running_loop().time() < deadline
+        await asyncio.sleep(0.01)
+    return adapter

@@ -11,6 +11,7 @@ from tests.integration.smpp_support import (  # noqa: F401  (fixtures)
     MemoryGateway,
     SmscPeer,
     adapter_factory_fixture,
+    bound,
     smsc_fixture,
     udh8,
     udh16,
@@ -20,16 +21,6 @@ pytestmark = [pytest.mark.smsc, pytest.mark.timeout(30)]
 
 ESME_ROK = 0x00
 ESME_RX_T_APPN = 0x64
-
-
-async def bound(adapter_factory: AdapterFactory, gateway: MemoryGateway, **overrides):
-    adapter = adapter_factory(gateway, **overrides)
-    await adapter.start()
-    deadline = asyncio.get_running_loop().time() + 5
-    while adapter.state != "bound":
-        assert asyncio.get_running_loop().time() < deadline
-        await asyncio.sleep(0.01)
-    return adapter
 
 
 async def test_gsm7_with_extension_characters(

@@ -14,6 +14,7 @@ from tests.integration.smpp_support import (  # noqa: F401  (fixtures)
     MemoryGateway,
     SmscPeer,
     adapter_factory_fixture,
+    bound,
     smsc_fixture,
 )
 
@@ -23,16 +24,6 @@ ESME_RTHROTTLED = 0x58
 ESME_RMSGQFUL = 0x14
 ESME_RINVDSTADR = 0x0B
 ESME_RX_T_APPN = 0x64
-
-
-async def bound(adapter_factory: AdapterFactory, gateway: MemoryGateway, **overrides):
-    adapter = adapter_factory(gateway, **overrides)
-    await adapter.start()
-    deadline = asyncio.get_running_loop().time() + 5
-    while adapter.state != "bound":
-        assert asyncio.get_running_loop().time() < deadline
-        await asyncio.sleep(0.01)
-    return adapter
 
 
 def body_of(submit: dict) -> bytes:
