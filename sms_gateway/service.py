@@ -426,7 +426,11 @@ class GatewayService:
         else:
             account = self._phone_account(tx, phone)
         if account is None:
-            return _Outcome(self._context(Outcome.UNKNOWN_ACCOUNT, account=command.account))
+            return _Outcome(
+                self._context(
+                    Outcome.UNKNOWN_ACCOUNT, account=command.account, command=command.command
+                )
+            )
         name = account.account
 
         if command.command is Command.REGISTER:
@@ -436,8 +440,8 @@ class GatewayService:
                     self._context(
                         Outcome.UNKNOWN_METER,
                         account=name,
-                        meters=account.meters,
                         meter_reference=command.argument,
+                        command=command.command,
                     ),
                     account=name,
                 )
@@ -488,6 +492,7 @@ class GatewayService:
                     meter_problem,
                     account=name,
                     meters=account.meters,
+                    reveal_meters=phone in account.phones,
                     meter_reference=parsed.meter_hint or (numbers[0] if numbers else None),
                 ),
                 account=name,

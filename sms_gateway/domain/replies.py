@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from sms_gateway.domain.model import Meter, Outcome, Zone
-from sms_gateway.domain.parsed import ParseFailure, ParseFailureReason
+from sms_gateway.domain.parsed import Command, ParseFailure, ParseFailureReason
 from sms_gateway.domain.rules import Decision
 from sms_gateway.domain.segments import segment_count
 
@@ -52,6 +52,11 @@ class ReplyContext:
     last_values: tuple[int, ...] | None = None
     window_start_day: int = 15
     window_end_day: int = 25
+    # The command being answered, where the reply is about a command (LAST, REG).
+    command: Command | None = None
+    # Meter serials are shown only to phones linked to the account: they are what
+    # REG asks for, so a stranger must not learn them from an error reply.
+    reveal_meters: bool = False
 
 
 _LABELS = {"ru": ("Т1", "Т2", "Т3"), "en": ("T1", "T2", "T3")}
@@ -66,6 +71,7 @@ _MONTHS = {
     ),
 }  # fmt: skip
 _EXAMPLE_ACCOUNT = "1234567833"
+_HIDDEN_DIGITS = {"ru": "ХХХХ", "en": "XXXX"}
 
 
 def _month(period: str | None, locale: str) -> str:
@@ -97,11 +103,8 @@ def _hint(ctx: ReplyContext, locale: str) -> str:
     zones = meter.zones if meter else 1
     meter_part = ""
     if meter is None and len(ctx.meters) > 1:
-        meter_part = (
-            " ПУ " + ctx.meters[0].serial[-4:]
-            if locale == "ru"
-            else (" M " + ctx.meters[0].serial[-4:])
-        )
+        digits = ctx.meters[0].serial[-4:] if ctx.reveal_meters else _HIDDEN_DIGITS[locale]
+        meter_part = f" ПУ {digits}" if locale == "ru" else f" M {digits}"
         zones = ctx.meters[0].zones
     if zones == 1:
         reading = "5450" if ctx.meter is None and not ctx.meters else "..."
@@ -191,7 +194,7 @@ def _help(ctx: ReplyContext, locale: str) -> list[str]:
         ]
     return [
         "Отправьте ЛС и показания: 1234567833 5450. Два тарифа: 1234567833 Т1 5450 Т2 2130. "
-        "Последние: ИНФО 1234567833",
+        "Последние: ИНФО 1234567833. Без ответов: СТОП",
     ]
 
 
@@ -268,6 +271,12 @@ def _unparsed(ctx: ReplyContext, locale: str) -> list[str]:
 
 
 def _unknown_account(ctx: ReplyContext, locale: str) -> list[str]:
+    if ctx.command is Command.LAST:
+        if locale == "en":
+            lead = f"Account {ctx.account} not found. " if ctx.account else ""
+            return [f"{lead}Send: LAST <account number from your bill>, e.g. LAST 1234567833"]
+        lead = f"ЛС {ctx.account} не найден. " if ctx.account else ""
+        return [f"{lead}Отправьте: ИНФО <номер ЛС из квитанции>, например ИНФО 1234567833"]
     if ctx.account is None:
         if locale == "en":
             return ["Add your account number: 1234567833 5450. It is on your bill."]
@@ -280,33 +289,46 @@ def _unknown_account(ctx: ReplyContext, locale: str) -> list[str]:
     ]
 
 
-def _meter_list(ctx: ReplyContext) -> str:
-    return ", ".join(m.serial[-4:] for m in ctx.meters[:4])
+def _meter_list(ctx: ReplyContext, locale: str) -> str:
+    """' (5678, 9999)' for a linked phone; nothing for anyone else."""
+    if not ctx.reveal_meters:
+        return ""
+    return " (" + ", ".join(m.serial[-4:] for m in ctx.meters[:4]) + ")"
 
 
 def _meter_required(ctx: ReplyContext, locale: str) -> list[str]:
     if locale == "en":
         return [
-            f"Account {ctx.account} has several meters ({_meter_list(ctx)}). "
+            f"Account {ctx.account} has several meters{_meter_list(ctx, locale)}. "
             f"Name one by its last 4 digits: {_hint(ctx, locale)}",
         ]
     return [
-        f"У ЛС {ctx.account} несколько счётчиков ({_meter_list(ctx)}). "
+        f"У ЛС {ctx.account} несколько счётчиков{_meter_list(ctx, locale)}. "
         f"Укажите 4 последние цифры номера: {_hint(ctx, locale)}",
     ]
 
 
 def _unknown_meter(ctx: ReplyContext, locale: str) -> list[str]:
     ref = (ctx.meter_reference or "")[:12]
+    if ctx.command is Command.REGISTER:
+        if locale == "en":
+            return [
+                f"Meter {ref} not found on account {ctx.account}. Send: REG {ctx.account} "
+                "and the last 4 digits of the number on your meter",
+            ]
+        return [
+            f"Счётчик {ref} не найден у ЛС {ctx.account}. Отправьте: РЕГ {ctx.account} "
+            "и 4 последние цифры номера с вашего счётчика",
+        ]
     if locale == "en":
         return [
-            f"Meter {ref} not found on account {ctx.account}. Its meters: {_meter_list(ctx)}. "
+            f"Meter {ref} not found on account {ctx.account}{_meter_list(ctx, locale)}. "
             f"Send: {_hint(ctx, locale)}",
         ]
     return [
-        f"Счётчик {ref} не найден у ЛС {ctx.account}. Счётчики: {_meter_list(ctx)}. "
+        f"Счётчик {ref} не найден у ЛС {ctx.account}{_meter_list(ctx, locale)}. "
         f"Отправьте: {_hint(ctx, locale)}",
-        f"Счётчик {ref} не найден у ЛС {ctx.account}. Счётчики: {_meter_list(ctx)}.",
+        f"Счётчик {ref} не найден у ЛС {ctx.account}{_meter_list(ctx, locale)}.",
     ]
 
 
