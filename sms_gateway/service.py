@@ -405,6 +405,7 @@ class GatewayService:
             failure=failure,
             account=account.account if account else None,
             meters=account.meters if account else (),
+            reveal_meters=account is not None and phone in account.phones,
         )
         return _Outcome(context, account=account.account if account else None)
 
