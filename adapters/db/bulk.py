@@ -18,7 +18,7 @@ from typing import TextIO
 from sqlalchemy import func, select, tuple_
 
 from adapters.db.schema import account_phones, accounts, meters, readings
-from adapters.db.store import SqlStore, from_db_time, to_db_time
+from adapters.db.store import SqlStore, from_db_time, to_db_time, upsert_into
 from sms_gateway.errors import ImportFileError
 from sms_gateway.phones import InvalidPhone, normalize_phone
 
@@ -223,7 +223,7 @@ async def import_accounts(
             new_accounts = [a for a in account_ids if a not in existing_accounts]
             if new_accounts:
                 await conn.execute(
-                    store._insert(accounts).on_conflict_do_nothing(),
+                    upsert_into(conn, accounts).on_conflict_do_nothing(),
                     [{"account": a, "created_at": created_at} for a in new_accounts],
                 )
             counts.accounts_created += len(new_accounts)
@@ -252,7 +252,7 @@ async def import_accounts(
                 }
                 for r in batch
             ]
-            upsert = store._insert(meters)
+            upsert = upsert_into(conn, meters)
             upsert = upsert.on_conflict_do_update(
                 index_elements=[meters.c.account, meters.c.serial],
                 set_={
@@ -277,7 +277,7 @@ async def import_accounts(
                 new_phones = sorted(phone_rows - existing_phones)
                 if new_phones:
                     await conn.execute(
-                        store._insert(account_phones).on_conflict_do_nothing(),
+                        upsert_into(conn, account_phones).on_conflict_do_nothing(),
                         [
                             {"account": a, "phone": p, "source": "import", "created_at": created_at}
                             for a, p in new_phones

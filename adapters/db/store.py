@@ -82,7 +82,7 @@ def _meter(row: Any) -> Meter:
     )
 
 
-def upsert_into(conn: Connection, table: Any) -> Any:
+def upsert_into(conn: Connection | AsyncConnection, table: Any) -> Any:
     """INSERT that can say ON CONFLICT, in the connection's dialect."""
     return (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(table)
 
@@ -279,9 +279,6 @@ class SqlStore:
         self._queued: list[tuple[Callable[[Connection], Any], asyncio.Future[Any], Any]] = []
         self._queued_lock = threading.Lock()
         self._draining = False
-
-    def _insert(self, table: Any) -> Any:
-        return (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(table)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[StoreTransaction]:
