@@ -42,16 +42,18 @@ async def recover_unprocessed(gateway: Gateway, channel: str, batch: int = 200) 
             return handled
 
 
-async def _recovery_loop(gateway: Gateway, channel: str, sender: Any) -> None:
+async def _recovery_loop(gateway: Gateway, smpp: Any) -> None:
+    """Every few seconds: handle inbound SMS stored but never handled (SMPP acked them
+    before a crash), and give replies claimed by a dead sender back to the outbox."""
+    claim_timeout = timedelta(seconds=gateway.settings.smpp.claim_timeout_s)
     while True:
         try:
-            recovered = await recover_unprocessed(gateway, channel)
-            if recovered:
-                log.info("recovered_unprocessed_inbound", channel=channel, count=recovered)
-            # Replies another instance claimed and then died with go back to the outbox.
+            if smpp is not None:
+                recovered = await recover_unprocessed(gateway, "smpp")
+                if recovered:
+                    log.info("recovered_unprocessed_inbound", channel="smpp", count=recovered)
             released = await gateway.outbox.release_stale(
-                timedelta(seconds=gateway.settings.smpp.claim_timeout_s),
-                keep=sender.sending_ids(),
+                claim_timeout, keep=smpp.sending_ids() if smpp is not None else ()
             )
             if released:
                 log.info("released_stale_replies", count=released)
@@ -98,8 +100,10 @@ async def run_service(settings: Settings, stop: asyncio.Event | None = None) -> 
         )
         if released:
             log.info("released_stale_replies", count=released)
+        # Replies wait in the outbox for SMPP, and for Twilio in REST mode.
+        if smpp is not None or (settings.twilio.enabled and settings.twilio.reply_mode == "rest"):
+            tasks.append(asyncio.create_task(_recovery_loop(gateway, smpp)))
         if smpp is not None:
-            tasks.append(asyncio.create_task(_recovery_loop(gateway, "smpp", smpp)))
             await smpp.start()
         log.info(
             "serving",

@@ -11,6 +11,7 @@ from adapters.db.group_commit import GroupCommit
 from adapters.db.store import (
     SqlStore,
     claim_outbound,
+    claim_outbound_one,
     record_delivery_status,
     release_stale_outbound,
     set_outbound_statuses,
@@ -30,6 +31,14 @@ class SqlOutbox:
     async def claim(self, channel: str, limit: int) -> list[OutboundSms]:
         now = self.clock()
         return await self.commits.run(lambda conn: claim_outbound(conn, channel, limit, now))
+
+    async def claim_one(self, outbound_id: int) -> bool:
+        """Take this one pending reply; False when another sender took it first."""
+        now = self.clock()
+        claimed: bool = await self.commits.run(
+            lambda conn: claim_outbound_one(conn, outbound_id, now)
+        )
+        return claimed
 
     async def mark_sent(self, outbound_id: int, transport_id: str | None) -> None:
         await self._set_status(outbound_id, "sent", transport_id, None)

@@ -518,6 +518,16 @@ def claim_outbound(conn: Connection, channel: str, limit: int, now: datetime) ->
     return sorted(out, key=lambda o: o.id)
 
 
+def claim_outbound_one(conn: Connection, outbound_id: int, now: datetime) -> bool:
+    """Take one pending reply for sending; False when another sender has it."""
+    result = conn.execute(
+        update(messages)
+        .where(messages.c.id == outbound_id, messages.c.status == "pending")
+        .values(status="sending", claimed_at=to_db_time(now), attempts=messages.c.attempts + 1)
+    )
+    return bool(result.rowcount)
+
+
 def set_outbound_statuses(conn: Connection, changes: list[dict[str, Any]]) -> None:
     """Many status changes at once: dicts of b_id, status, transport_id, error.
 

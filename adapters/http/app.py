@@ -9,6 +9,8 @@ POST /twilio/sms, /twilio/status  Twilio webhooks (only with [twilio] enabled)
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -142,7 +144,12 @@ def create_app(
             # The REST client owns an aiohttp session, which needs the running loop.
             if rest and webhook.sender is None:
                 webhook.sender = TwilioRestSender(twilio.account_sid, twilio.auth_token)
+            sweep = asyncio.create_task(webhook.sweep_outbox()) if rest else None
             yield
+            if sweep is not None:
+                sweep.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await sweep
             await webhook.close()
 
         app.cleanup_ctx.append(twilio_lifecycle)

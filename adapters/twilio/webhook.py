@@ -56,6 +56,8 @@ HANDLE_DEADLINE_S = 10.0
 RETRY_AFTER_S = "5"
 REST_ATTEMPTS = 3
 REST_BACKOFF_S = 1.0
+# How often REST mode looks for replies left unsent (e.g. by a crash).
+OUTBOX_SWEEP_S = 5.0
 TWIML = "text/xml"
 
 
@@ -200,12 +202,19 @@ class TwilioWebhook:
     async def _send_rest(
         self, inbound: InboundSms, text: str, reply_id: int, callback: str
     ) -> None:
+        # Claimed first: the outbox sweep may already have taken this reply.
+        if await self.gateway.outbox.claim_one(reply_id):
+            await self._send_claimed(inbound.phone, inbound.short_number, text, reply_id, callback)
+
+    async def _send_claimed(
+        self, phone: str, short_number: str, text: str, reply_id: int, callback: str
+    ) -> None:
         assert self.sender is not None
         outbox = self.gateway.outbox
         error = ""
         for attempt in range(1, REST_ATTEMPTS + 1):
             try:
-                sid = await self.sender.send(inbound.phone, inbound.short_number, text, callback)
+                sid = await self.sender.send(phone, short_number, text, callback)
             except TwilioRejected as exc:
                 error = str(exc)
                 break
@@ -219,9 +228,24 @@ class TwilioWebhook:
             return
         self.gateway.metrics.replies.labels("twilio", "failed").inc()
         await outbox.mark_failed(reply_id, error)
-        log.warning(
-            "twilio_reply_failed", reply_id=reply_id, phone=mask_phone(inbound.phone), error=error
-        )
+        log.warning("twilio_reply_failed", reply_id=reply_id, phone=mask_phone(phone), error=error)
+
+    async def sweep_outbox(self) -> None:
+        """REST mode: send replies nobody is sending (the process died before or while
+        sending them; a claim left by a dead sender is released after claim_timeout_s)."""
+        while True:
+            try:
+                for outbound in await self.gateway.outbox.claim("twilio", 50):
+                    callback = self.signature.status_callback_url(outbound.id)
+                    self._spawn(
+                        self._send_claimed(
+                            outbound.phone, outbound.short_number, outbound.text, outbound.id,
+                            callback,
+                        )
+                    )  # fmt: skip
+            except TemporaryFailure as exc:
+                log.warning("twilio_outbox_sweep_skipped", reason=str(exc))
+            await asyncio.sleep(OUTBOX_SWEEP_S)
 
     # -- POST /twilio/status ---------------------------------------------------
 

@@ -19,6 +19,7 @@ import adapters.twilio.webhook as twilio_webhook
 from adapters.db.schema import messages, readings
 from adapters.http import create_app
 from adapters.twilio import TwilioRestSender
+from sms_gateway.domain.model import InboundSms
 from sms_gateway.errors import ConfigError
 
 AUTH_TOKEN = "twilio-auth-token-for-tests"
@@ -398,6 +399,29 @@ async def test_rest_mode_marks_a_refused_reply_failed(rest_client):
     reply = await wait_for_send(gateway, 2)
     assert (1, "failed") == (len(received), reply.status)
     assert reply.error.startswith("twilio refused the message: ")
+
+
+async def test_rest_mode_sends_a_reply_left_unsent(
+    sqlite_url, settings_for, gateway_factory, aiohttp_client, fake_twilio_api, monkeypatch, clock
+):
+    """A reply stored while no REST send ran (the process died between the commit and
+    the send) is found in the outbox by the sweep and sent, once."""
+    server, received, _refuse = fake_twilio_api
+    monkeypatch.setattr(twilio_webhook, "OUTBOX_SWEEP_S", 0.05)
+    twilio = twilio_settings(reply_mode="rest", account_sid="AC" + "1" * 32)
+    gateway = await gateway_factory(settings_for(sqlite_url, twilio=twilio))
+    left = await gateway.pipeline.handle(
+        InboundSms("twilio", PHONE, TWILIO_NUMBER, "1234567833 1250", clock(), external_id="SM9")
+    )
+    assert "pending" == next(r for r in await table_rows(gateway, messages) if r.id == left.outbound_id).status
+    sender = TwilioRestSender(
+        twilio["account_sid"], AUTH_TOKEN, api_base_url=str(server.make_url("/"))
+    )
+    await aiohttp_client(create_app(gateway, link_state=lambda: "disabled", twilio_sender=sender))
+
+    reply = await wait_for_send(gateway, left.outbound_id)
+    await asyncio.sleep(0.2)  # a few more sweeps: nothing is sent twice
+    assert (1, "sent", ACCEPTED) == (len(received), reply.status, received[0]["Body"])
 
 
 async def test_metrics_count_twilio_traffic(twilio_client):
