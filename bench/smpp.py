@@ -159,7 +159,9 @@ async def run_gateway(peer: SmscPeer, count: int, steady: int) -> tuple[dict, di
         gateway.outbox,
         gateway.metrics,
     )
+    # Wired as serve wires it.
     gateway.pipeline.on_reply_queued(lambda _channel: adapter.notify_outbox())
+    gateway.pipeline.use_direct_sender("smpp", adapter)
     await adapter.start()
     await peer.wait_bound()
     try:

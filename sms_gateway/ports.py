@@ -71,3 +71,15 @@ class Outbox(Protocol):
     ) -> bool:
         """Record a delivery receipt / status callback; False when no reply matches."""
         ...
+
+
+class DirectSender(Protocol):
+    """A transport that takes replies straight from the handling batch (SMPP)."""
+
+    def accepts_direct(self) -> bool:
+        """Ready now? Called from the database writer thread."""
+        ...
+
+    def offer(self, replies: list[OutboundSms]) -> None:
+        """Send these replies, stored as claimed by this instance ("sending")."""
+        ...

@@ -85,6 +85,7 @@ async def run_service(settings: Settings, stop: asyncio.Event | None = None) -> 
             part_store=SqlPartStore(gateway.outbox.commits),
         )
         gateway.pipeline.on_reply_queued(lambda _channel: smpp.notify_outbox())
+        gateway.pipeline.use_direct_sender("smpp", smpp)
 
     from adapters.http import create_app
 

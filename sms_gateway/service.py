@@ -43,7 +43,7 @@ from sms_gateway.domain.rules import assign_zones, choose_period, evaluate_readi
 from sms_gateway.errors import TemporaryFailure
 from sms_gateway.metrics import GatewayMetrics
 from sms_gateway.phones import mask_phone
-from sms_gateway.ports import AcceptedInbound
+from sms_gateway.ports import AcceptedInbound, DirectSender, OutboundSms
 
 log = structlog.get_logger("sms_gateway.service")
 
@@ -128,6 +128,7 @@ class GatewayService:
         self.rules = settings.rules
         self.locale = settings.gateway.locale
         self._reply_listeners: list[Callable[[str], None]] = []
+        self._direct_senders: dict[str, DirectSender] = {}
         self._account_pattern = re.compile(settings.gateway.account_pattern)
         # Twilio replies sent through the REST client are "pending" until the sender
         # reports them sent; inline TwiML replies are sent with the webhook's answer.
@@ -142,6 +143,16 @@ class GatewayService:
     def on_reply_queued(self, listener: Callable[[str], None]) -> None:
         """Call `listener(channel)` whenever a reply lands in the outbox."""
         self._reply_listeners.append(listener)
+
+    def use_direct_sender(self, channel: str, sender: DirectSender) -> None:
+        """Hand this channel's replies straight to `sender` when it is ready, stored as
+        already claimed ("sending"): one database trip less per reply. What it cannot
+        send goes back to the outbox, and a crash leaves claims the stale release frees."""
+        self._direct_senders[channel] = sender
+
+    def _direct_sender_ready(self, channel: str) -> bool:
+        sender = self._direct_senders.get(channel)
+        return sender is not None and sender.accepts_direct()
 
     # -- the pipeline ------------------------------------------------------
 
@@ -294,13 +305,19 @@ class GatewayService:
         unit.finish_inbound(job.inbound_id, outcome, decided.account, now)
         reply = None
         if text is not None:
+            if inbound.channel not in self._queued_channels:
+                status = "sent"  # answered inline (CLI, TwiML)
+            elif self._direct_sender_ready(inbound.channel):
+                status = "sending"  # handed straight to the sender after the commit
+            else:
+                status = "pending"
             reply = unit.insert_reply(
                 inbound_id=job.inbound_id,
                 inbound=inbound,
                 text=text,
                 outcome=outcome,
                 account=decided.account,
-                status="pending" if inbound.channel in self._queued_channels else "sent",
+                status=status,
                 now=now,
             )
         return _Handled(decided, text, reply, outcome)
@@ -308,6 +325,7 @@ class GatewayService:
     def _settle(self, batch: list[_Job], handled: dict[int, _Handled]) -> None:
         """After the commit: answer the callers, count, log, wake the senders."""
         queued_channels: set[str] = set()
+        direct: dict[str, list[OutboundSms]] = {}
         for job in batch:
             if job.kind == "accept":
                 job.future.set_result(None)
@@ -320,7 +338,15 @@ class GatewayService:
             if not result.redelivery:
                 self.metrics.inbound_messages.labels(inbound.channel, result.outcome).inc()
                 self.metrics.handle_seconds.labels(inbound.channel).observe(elapsed)
-                if result.reply_id is not None and inbound.channel in self._queued_channels:
+                reply = result.reply
+                if reply is not None and reply.id is not None and reply.status == "sending":
+                    direct.setdefault(inbound.channel, []).append(
+                        OutboundSms(
+                            reply.id, inbound.channel, inbound.phone, inbound.short_number,
+                            reply.text, job.inbound_id, 1, reply.created_at,
+                        )
+                    )  # fmt: skip
+                elif result.reply_id is not None and inbound.channel in self._queued_channels:
                     queued_channels.add(inbound.channel)
             log.info(
                 "inbound_handled",
@@ -342,6 +368,8 @@ class GatewayService:
             job.future.set_result(
                 Reply(result.outcome, result.text, job.inbound_id, result.reply_id, extra)
             )
+        for channel, replies in direct.items():
+            self._direct_senders[channel].offer(replies)
         for channel in queued_channels:
             for listener in self._reply_listeners:
                 listener(channel)

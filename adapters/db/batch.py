@@ -433,7 +433,11 @@ class BatchUnit:
                         "created_at": to_db_time(r.created_at),
                         "reply_to": r.inbound_id,
                         "status": r.status,
-                        "attempts": 0,
+                        # Stored already claimed when handed straight to a sender.
+                        "claimed_at": (
+                            to_db_time(r.created_at) if r.status == "sending" else None
+                        ),
+                        "attempts": 1 if r.status == "sending" else 0,
                         "parts": 1,
                         "incomplete": False,
                     }

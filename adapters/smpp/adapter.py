@@ -260,6 +260,23 @@ class SmppAdapter:
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(self._outbox_event.set)
 
+    def accepts_direct(self) -> bool:
+        """True while replies may be handed straight to this adapter (bound, not stopping).
+
+        Called from the database writer thread: it only reads plain attributes.
+        """
+        return self.state == "bound" and not self._stopping
+
+    def offer(self, replies: list[OutboundSms]) -> None:
+        """Send replies that were stored already claimed by this instance ("sending"),
+        saving the outbox round trip. A reply that cannot go out now is released to the
+        outbox by _send; one offered after the stop began goes back there too."""
+        for outbound in replies:
+            if self._closing or self._stopping:
+                self._spawn(self._release(outbound, "offered while stopping"), self._send_tasks)
+            else:
+                self._spawn(self._send(outbound), self._send_tasks)
+
     def enquire_link(self) -> None:
         """Probe every link with an enquire_link now."""
         for link in self._links:

@@ -47,6 +47,7 @@ async def adapters(smsc: SmscPeer, gateway):
             part_store=SqlPartStore(gateway.outbox.commits),
         )
         gateway.pipeline.on_reply_queued(lambda _channel: adapter.notify_outbox())
+        gateway.pipeline.use_direct_sender("smpp", adapter)
         started.append(adapter)
         await adapter.start()
         return adapter
