@@ -74,8 +74,6 @@ class _Outcome:
     context: ReplyContext
     account: str | None = None
     silent: bool = False
-    booked: BookedReading | None = None
-    extra: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(eq=False, slots=True)
@@ -360,11 +358,7 @@ class GatewayService:
                 parts=inbound.parts,
                 latency_ms=round(elapsed * 1000, 2),
             )
-            extra = (
-                {"redelivery": "true"}
-                if result.redelivery
-                else (result.decided.extra if result.decided else {})
-            )
+            extra = {"redelivery": "true"} if result.redelivery else {}
             job.future.set_result(
                 Reply(result.outcome, result.text, job.inbound_id, result.reply_id, extra)
             )
@@ -554,27 +548,27 @@ class GatewayService:
             confirms_pending=confirms,
             period=period,
         )
-        booked = None
         if decision.outcome is Outcome.CONFIRM_NEEDED:
             tx.add_pending_confirmation(phone, meter, values, now)
         elif decision.status is not None and decision.period is not None:
-            booked = BookedReading(
-                meter=meter,
-                period=decision.period,
-                values=values,
-                status=decision.status,
-                submitted_at=now,
-                channel=inbound.channel,
-                phone=phone,
-                inbound_id=inbound_id,
+            tx.book_reading(
+                BookedReading(
+                    meter=meter,
+                    period=decision.period,
+                    values=values,
+                    status=decision.status,
+                    submitted_at=now,
+                    channel=inbound.channel,
+                    phone=phone,
+                    inbound_id=inbound_id,
+                )
             )
-            tx.book_reading(booked)
             if confirms:
                 tx.clear_pending_confirmations(phone, meter)
         context = self._context(
             decision.outcome, account=name, meter=meter, meters=account.meters, decision=decision
         )
-        return _Outcome(context, account=name, booked=booked)
+        return _Outcome(context, account=name)
 
     def _resolve_account(
         self, tx: BatchUnit, phone: str, parsed: ParsedReadings
