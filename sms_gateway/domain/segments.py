@@ -16,17 +16,20 @@ SINGLE_UCS2 = 70
 PART_UCS2 = 67
 
 
+_GSM_ALL = GSM_BASIC | GSM_EXTENSION
+
+
 def fits_gsm(text: str) -> bool:
-    return all(ch in GSM_BASIC or ch in GSM_EXTENSION for ch in text)
+    return _GSM_ALL.issuperset(text)
 
 
 def gsm_septets(text: str) -> int:
-    return sum(2 if ch in GSM_EXTENSION else 1 for ch in text)
+    return len(text) + sum(text.count(ch) for ch in GSM_EXTENSION)
 
 
 def ucs2_units(text: str) -> int:
     """UTF-16 code units: characters outside the BMP take a surrogate pair."""
-    return sum(2 if ord(ch) > 0xFFFF else 1 for ch in text)
+    return len(text.encode("utf-16-le")) // 2
 
 
 def segment_count(text: str) -> int:
