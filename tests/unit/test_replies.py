@@ -136,3 +136,5 @@ def test_segment_count_gsm_and_ucs2():
     assert segment_count("я" * 70) == 1
     assert segment_count("я" * 71) == 2
     assert segment_count("я" * 135) == 3
+    assert segment_count("😀" * 35) == 1  # a surrogate pair is two UCS-2 units
+    assert segment_count("😀" * 36) == 2
