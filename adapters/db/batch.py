@@ -21,6 +21,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, and_, bindparam, delete, insert, or_, select, update
+from sqlalchemy.sql.elements import BindParameter
 
 from adapters.db.schema import (
     account_phones,
@@ -44,6 +45,43 @@ from sms_gateway.domain.model import (
     Meter,
     PreviousReading,
 )
+
+# The batch's reads, built once: only their parameters change from batch to batch.
+_IDS: BindParameter[Any] = bindparam("ids", expanding=True)
+_PHONES: BindParameter[Any] = bindparam("phones", expanding=True)
+# In id order, so two instances locking overlapping batches cannot deadlock.
+_INBOUND_STATUS = (
+    select(messages.c.id, messages.c.status, messages.c.outcome)
+    .where(messages.c.id.in_(_IDS))
+    .order_by(messages.c.id)
+)
+# Another instance may be handling a redelivery of the same message.
+_INBOUND_STATUS_LOCKED = _INBOUND_STATUS.with_for_update()
+_REPLIES_TO = select(messages.c.id, messages.c.reply_to, messages.c.text).where(
+    messages.c.reply_to.in_(_IDS)
+)
+# One pass over the hour's traffic of these phones: inbound rows count toward the
+# rate limit, rate_limited replies say the limit was already announced.
+_RECENT_TRAFFIC = select(
+    messages.c.phone,
+    messages.c.id,
+    messages.c.direction,
+    messages.c.outcome,
+    messages.c.created_at,
+).where(messages.c.phone.in_(_PHONES), messages.c.created_at >= bindparam("since"))
+_PHONE_ACCOUNTS = (
+    select(account_phones.c.phone, account_phones.c.account)
+    .where(account_phones.c.phone.in_(_PHONES))
+    .order_by(account_phones.c.account)
+)
+_PREFERENCES = select(phone_preferences.c.phone, phone_preferences.c.opted_out).where(
+    phone_preferences.c.phone.in_(_PHONES)
+)
+_PENDING_CONFIRMATIONS = select(pending_confirmations).where(
+    pending_confirmations.c.phone.in_(_PHONES),
+    pending_confirmations.c.created_at >= bindparam("since"),
+)
+_READINGS_OF_METERS = select(readings).where(readings.c.meter_id.in_(_IDS))
 
 
 @dataclass(slots=True)
@@ -106,40 +144,19 @@ class BatchUnit:
         phone_list = sorted(set(phones))
         ids = sorted(set(inbound_ids))
 
-        # In id order, so two instances locking overlapping batches cannot deadlock.
         status_query = (
-            select(messages.c.id, messages.c.status, messages.c.outcome)
-            .where(messages.c.id.in_(ids))
-            .order_by(messages.c.id)
+            _INBOUND_STATUS_LOCKED if conn.dialect.name == "postgresql" else _INBOUND_STATUS
         )
-        if conn.dialect.name == "postgresql":
-            # Another instance may be handling a redelivery of the same message.
-            status_query = status_query.with_for_update()
-        for row in conn.execute(status_query):
+        for row in conn.execute(status_query, {"ids": ids}):
             unit.inbound_status[row.id] = row.status
             unit.inbound_outcome[row.id] = row.outcome
         done = [i for i, status in unit.inbound_status.items() if status != "received"]
         if done:
-            for reply in conn.execute(
-                select(messages.c.id, messages.c.reply_to, messages.c.text).where(
-                    messages.c.reply_to.in_(done)
-                )
-            ):
+            for reply in conn.execute(_REPLIES_TO, {"ids": done}):
                 unit.existing_replies[reply.reply_to] = (reply.id, reply.text)
 
-        # One pass over the hour's traffic of these phones: inbound rows count toward
-        # the rate limit, rate_limited replies say the limit was already announced.
         for recent in conn.execute(
-            select(
-                messages.c.phone,
-                messages.c.id,
-                messages.c.direction,
-                messages.c.outcome,
-                messages.c.created_at,
-            ).where(
-                messages.c.phone.in_(phone_list),
-                messages.c.created_at >= to_db_time(hour_ago),
-            )
+            _RECENT_TRAFFIC, {"phones": phone_list, "since": to_db_time(hour_ago)}
         ):
             created = from_db_time(recent.created_at)
             if recent.direction == "in":
@@ -147,23 +164,12 @@ class BatchUnit:
             elif recent.outcome == "rate_limited":
                 unit.rate_limited_replies.setdefault(recent.phone, []).append(created)
 
-        for link in conn.execute(
-            select(account_phones.c.phone, account_phones.c.account)
-            .where(account_phones.c.phone.in_(phone_list))
-            .order_by(account_phones.c.account)
-        ):
+        for link in conn.execute(_PHONE_ACCOUNTS, {"phones": phone_list}):
             unit.phone_accounts.setdefault(link.phone, []).append(link.account)
-        for preference in conn.execute(
-            select(phone_preferences.c.phone, phone_preferences.c.opted_out).where(
-                phone_preferences.c.phone.in_(phone_list)
-            )
-        ):
+        for preference in conn.execute(_PREFERENCES, {"phones": phone_list}):
             unit.opted_out[preference.phone] = bool(preference.opted_out)
         for row in conn.execute(
-            select(pending_confirmations).where(
-                pending_confirmations.c.phone.in_(phone_list),
-                pending_confirmations.c.created_at >= to_db_time(day_ago),
-            )
+            _PENDING_CONFIRMATIONS, {"phones": phone_list, "since": to_db_time(day_ago)}
         ):
             created = from_db_time(row.created_at)
             values = tuple(v for v in (row.t1, row.t2, row.t3) if v is not None)
@@ -185,9 +191,7 @@ class BatchUnit:
         meters_by_id = {m.id: m for a in loaded.values() for m in a.meters if m.id is not None}
         if not meters_by_id:
             return
-        for row in self.conn.execute(
-            select(readings).where(readings.c.meter_id.in_(sorted(meters_by_id)))
-        ):
+        for row in self.conn.execute(_READINGS_OF_METERS, {"ids": sorted(meters_by_id)}):
             meter = meters_by_id[row.meter_id]
             booked = booked_reading(meter, row)
             self.readings_by_meter.setdefault(row.meter_id, {})[row.period] = booked
@@ -434,9 +438,7 @@ class BatchUnit:
                         "reply_to": r.inbound_id,
                         "status": r.status,
                         # Stored already claimed when handed straight to a sender.
-                        "claimed_at": (
-                            to_db_time(r.created_at) if r.status == "sending" else None
-                        ),
+                        "claimed_at": (to_db_time(r.created_at) if r.status == "sending" else None),
                         "attempts": 1 if r.status == "sending" else 0,
                         "parts": 1,
                         "incomplete": False,
