@@ -96,14 +96,8 @@ async def run_service(settings: Settings, stop: asyncio.Event | None = None) -> 
     tasks: list[asyncio.Task[None]] = []
     try:
         await site.start()
-        released = await gateway.outbox.release_stale(
-            timedelta(seconds=settings.smpp.claim_timeout_s)
-        )
-        if released:
-            log.info("released_stale_replies", count=released)
-        # Replies wait in the outbox for SMPP, and for Twilio in REST mode.
-        if smpp is not None or (settings.twilio.enabled and settings.twilio.reply_mode == "rest"):
-            tasks.append(asyncio.create_task(_recovery_loop(gateway, smpp)))
+        # Its first round runs now: stale claims from before a crash go back first.
+        tasks.append(asyncio.create_task(_recovery_loop(gateway, smpp)))
         if smpp is not None:
             await smpp.start()
         log.info(
