@@ -11,11 +11,9 @@ adapter builds an InboundSms
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import re
 import time
 import uuid
-from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -28,6 +26,7 @@ from sqlalchemy.engine import Connection
 from adapters.db.batch import BatchUnit
 from adapters.db.store import SqlStore, insert_inbound_many
 from grammar import MessageParser
+from sms_gateway.batching import BatchQueue
 from sms_gateway.config import Settings
 from sms_gateway.domain.model import Account, BookedReading, InboundSms, Meter, Outcome, Reply
 from sms_gateway.domain.parsed import (
@@ -133,10 +132,9 @@ class GatewayService:
         self._queued_channels = QUEUED_CHANNELS | (
             {"twilio"} if settings.twilio.reply_mode == "rest" else set()
         )
-        self._jobs: deque[_Job] = deque()
-        self._wakeup: asyncio.Event | None = None
-        self._worker: asyncio.Task[None] | None = None
-        self._closed = False
+        self._jobs: BatchQueue[_Job] = BatchQueue(
+            self._run_batch, self._job_failed, max_batch=self.max_batch, name="gateway-batches"
+        )
 
     def on_reply_queued(self, listener: Callable[[str], None]) -> None:
         """Call `listener(channel)` whenever a reply lands in the outbox."""
@@ -175,63 +173,25 @@ class GatewayService:
 
     async def aclose(self) -> None:
         """Finish what is queued, then stop the worker; later requests fail temporarily."""
-        self._closed = True
-        if self._worker is not None:
-            if self._wakeup is not None:
-                self._wakeup.set()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._worker
-            self._worker = None
+        await self._jobs.aclose()
 
     async def _submit(
         self, kind: str, inbound: InboundSms, inbound_id: int | None = None, duplicate: bool = False
     ) -> _Job:
-        if self._closed:
-            raise TemporaryFailure("the gateway is shutting down")
-        loop = asyncio.get_running_loop()
         if inbound.external_id is None and inbound.dedupe_key is None and kind != "process":
             # Transports without an id of their own (the CLI): every message is new.
             inbound = replace(inbound, dedupe_key=uuid.uuid4().hex)
-        job = _Job(kind, inbound, loop.create_future(), inbound_id, duplicate)
-        self._jobs.append(job)
-        if self._worker is None or self._worker.done():
-            self._wakeup = asyncio.Event()
-            self._worker = loop.create_task(self._work(), name="gateway-batch-worker")
-        assert self._wakeup is not None
-        self._wakeup.set()
-        await asyncio.shield(job.future)
+        job = _Job(kind, inbound, asyncio.get_running_loop().create_future(), inbound_id, duplicate)
+        await self._jobs.put(job)
         return job
 
-    async def _work(self) -> None:
-        assert self._wakeup is not None
-        while True:
-            if not self._jobs:
-                if self._closed:
-                    return
-                self._wakeup.clear()
-                await self._wakeup.wait()
-                continue
-            batch = [self._jobs.popleft() for _ in range(min(self.max_batch, len(self._jobs)))]
-            await self._execute(batch)
+    async def _run_batch(self, batch: list[_Job]) -> None:
+        self._settle(batch, await self._transaction(batch))
 
-    async def _execute(self, batch: list[_Job]) -> None:
-        try:
-            handled = await self._transaction(batch)
-        except TemporaryFailure as exc:
-            for job in batch:
-                if not job.future.done():
-                    job.future.set_exception(exc)
-            return
-        except Exception as exc:
-            if len(batch) > 1:
-                # Find the one message that breaks the batch; the others go through.
-                for job in batch:
-                    await self._execute([job])
-                return
-            log.exception("inbound_failed", channel=batch[0].inbound.channel)
-            batch[0].future.set_exception(TemporaryFailure(f"could not handle: {exc!r}"))
-            return
-        self._settle(batch, handled)
+    @staticmethod
+    def _job_failed(job: _Job, error: Exception) -> Exception:
+        log.error("inbound_failed", channel=job.inbound.channel, exc_info=error)
+        return TemporaryFailure(f"could not handle: {error!r}")
 
     async def _transaction(self, batch: list[_Job]) -> dict[int, _Handled]:
         now = self.clock()

@@ -10,8 +10,6 @@ on each other's locks). Callers get their own result once the shared commit is d
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -20,7 +18,7 @@ import structlog
 from sqlalchemy.engine import Connection
 
 from adapters.db.store import SqlStore
-from sms_gateway.errors import TemporaryFailure
+from sms_gateway.batching import BatchQueue
 
 T = TypeVar("T")
 Operation = Callable[[Connection], Any]
@@ -37,64 +35,29 @@ class _Queued:
 class GroupCommit:
     def __init__(self, store: SqlStore, max_batch: int = 500) -> None:
         self.store = store
-        self.max_batch = max_batch
-        self._queue: deque[_Queued] = deque()
-        self._wakeup: asyncio.Event | None = None
-        self._worker: asyncio.Task[None] | None = None
-        self._closed = False
+        self._queue: BatchQueue[_Queued] = BatchQueue(
+            self._commit, _log_failure, max_batch=max_batch, name="group-commit"
+        )
 
     async def run(self, operation: Callable[[Connection], T]) -> T:
         """Run `operation(conn)` in the next shared transaction; its result after the commit."""
-        if self._closed:
-            raise TemporaryFailure("the store is shutting down")
-        loop = asyncio.get_running_loop()
-        queued = _Queued(operation, loop.create_future())
-        self._queue.append(queued)
-        if self._worker is None or self._worker.done():
-            self._wakeup = asyncio.Event()
-            self._worker = loop.create_task(self._work(), name="group-commit")
-        assert self._wakeup is not None
-        self._wakeup.set()
-        result: T = await asyncio.shield(queued.future)
+        queued = _Queued(operation, asyncio.get_running_loop().create_future())
+        await self._queue.put(queued)
+        result: T = queued.future.result()
         return result
 
     async def aclose(self) -> None:
-        self._closed = True
-        if self._worker is not None and self._wakeup is not None:
-            self._wakeup.set()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._worker
-
-    async def _work(self) -> None:
-        assert self._wakeup is not None
-        while True:
-            if not self._queue:
-                if self._closed:
-                    return
-                self._wakeup.clear()
-                await self._wakeup.wait()
-                continue
-            batch = [self._queue.popleft() for _ in range(min(self.max_batch, len(self._queue)))]
-            await self._commit(batch)
+        await self._queue.aclose()
 
     async def _commit(self, batch: list[_Queued]) -> None:
         def run_all(conn: Connection) -> list[Any]:
             return [queued.operation(conn) for queued in batch]
 
-        try:
-            results = await self.store.run_transaction(run_all)
-        except TemporaryFailure as exc:
-            for queued in batch:
-                queued.future.set_exception(exc)
-            return
-        except Exception as exc:
-            if len(batch) > 1:
-                # One bad write must not take the others down with it.
-                for queued in batch:
-                    await self._commit([queued])
-                return
-            log.exception("group_commit_failed")
-            batch[0].future.set_exception(exc)
-            return
+        results = await self.store.run_transaction(run_all)
         for queued, result in zip(batch, results, strict=True):
             queued.future.set_result(result)
+
+
+def _log_failure(_queued: _Queued, error: Exception) -> Exception:
+    log.error("group_commit_failed", exc_info=error)
+    return error

@@ -1,0 +1,100 @@
+"""One worker per queue, handing it whatever has queued up: the shape of group commit.
+
+Used by the inbound pipeline (whole batches of SMS in one transaction) and by the
+store's small writes. Nobody waits for a timer: idle, a batch holds one item; under
+load, everything that queued while the previous batch ran.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Any, Generic, Protocol, TypeVar
+
+from sms_gateway.errors import TemporaryFailure
+
+
+class Queued(Protocol):
+    @property
+    def future(self) -> asyncio.Future[Any]: ...
+
+
+ItemT = TypeVar("ItemT", bound=Queued)
+
+
+class BatchQueue(Generic[ItemT]):
+    """`run_batch(items)` settles each item's future, or raises.
+
+    A TemporaryFailure fails every item of the batch; any other error runs the
+    items again one by one, so one bad item cannot take the others down, and the
+    bad one gets `single_failure(item, error)`.
+    """
+
+    def __init__(
+        self,
+        run_batch: Callable[[list[ItemT]], Awaitable[None]],
+        single_failure: Callable[[ItemT, Exception], BaseException],
+        *,
+        max_batch: int,
+        name: str,
+    ) -> None:
+        self._run_batch = run_batch
+        self._single_failure = single_failure
+        self.max_batch = max_batch
+        self.name = name
+        self._items: deque[ItemT] = deque()
+        self._wakeup: asyncio.Event | None = None
+        self._worker: asyncio.Task[None] | None = None
+        self._closed = False
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    async def put(self, item: ItemT) -> None:
+        """Queue `item` and wait until its future is settled (it is not cancelled with us)."""
+        if self._closed:
+            raise TemporaryFailure(f"{self.name} is shutting down")
+        self._items.append(item)
+        if self._worker is None or self._worker.done():
+            self._wakeup = asyncio.Event()
+            self._worker = asyncio.get_running_loop().create_task(self._work(), name=self.name)
+        assert self._wakeup is not None
+        self._wakeup.set()
+        await asyncio.shield(item.future)
+
+    async def aclose(self) -> None:
+        """Finish what is queued, then stop; later items fail temporarily."""
+        self._closed = True
+        if self._worker is not None and self._wakeup is not None:
+            self._wakeup.set()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._worker
+            self._worker = None
+
+    async def _work(self) -> None:
+        assert self._wakeup is not None
+        while True:
+            if not self._items:
+                if self._closed:
+                    return
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            size = min(self.max_batch, len(self._items))
+            await self._run([self._items.popleft() for _ in range(size)])
+
+    async def _run(self, batch: list[ItemT]) -> None:
+        try:
+            await self._run_batch(batch)
+        except TemporaryFailure as exc:
+            for item in batch:
+                if not item.future.done():
+                    item.future.set_exception(exc)
+        except Exception as exc:
+            if len(batch) > 1:
+                for item in batch:
+                    await self._run([item])
+                return
+            batch[0].future.set_exception(self._single_failure(batch[0], exc))
