@@ -18,11 +18,14 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cache
 from typing import Any
 
 from sqlalchemy import Connection, and_, bindparam, delete, insert, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.elements import BindParameter
 
+from adapters.db.prepared import Prepared
 from adapters.db.schema import (
     account_phones,
     messages,
@@ -56,32 +59,56 @@ _INBOUND_STATUS = (
     .order_by(messages.c.id)
 )
 # Another instance may be handling a redelivery of the same message.
-_INBOUND_STATUS_LOCKED = _INBOUND_STATUS.with_for_update()
-_REPLIES_TO = select(messages.c.id, messages.c.reply_to, messages.c.text).where(
-    messages.c.reply_to.in_(_IDS)
+_INBOUND_STATUS_LOCKED = Prepared(_INBOUND_STATUS.with_for_update())
+_INBOUND_STATUS_PLAIN = Prepared(_INBOUND_STATUS)
+_REPLIES_TO = Prepared(
+    select(messages.c.id, messages.c.reply_to, messages.c.text).where(messages.c.reply_to.in_(_IDS))
 )
 # One pass over the hour's traffic of these phones: inbound rows count toward the
 # rate limit, rate_limited replies say the limit was already announced.
-_RECENT_TRAFFIC = select(
-    messages.c.phone,
-    messages.c.id,
-    messages.c.direction,
-    messages.c.outcome,
-    messages.c.created_at,
-).where(messages.c.phone.in_(_PHONES), messages.c.created_at >= bindparam("since"))
-_PHONE_ACCOUNTS = (
+_RECENT_TRAFFIC = Prepared(
+    select(
+        messages.c.phone,
+        messages.c.id,
+        messages.c.direction,
+        messages.c.outcome,
+        messages.c.created_at,
+    ).where(messages.c.phone.in_(_PHONES), messages.c.created_at >= bindparam("since"))
+)
+_PHONE_ACCOUNTS = Prepared(
     select(account_phones.c.phone, account_phones.c.account)
     .where(account_phones.c.phone.in_(_PHONES))
     .order_by(account_phones.c.account)
 )
-_PREFERENCES = select(phone_preferences.c.phone, phone_preferences.c.opted_out).where(
-    phone_preferences.c.phone.in_(_PHONES)
+_PREFERENCES = Prepared(
+    select(phone_preferences.c.phone, phone_preferences.c.opted_out).where(
+        phone_preferences.c.phone.in_(_PHONES)
+    )
 )
-_PENDING_CONFIRMATIONS = select(pending_confirmations).where(
-    pending_confirmations.c.phone.in_(_PHONES),
-    pending_confirmations.c.created_at >= bindparam("since"),
+_PENDING_CONFIRMATIONS = Prepared(
+    select(pending_confirmations).where(
+        pending_confirmations.c.phone.in_(_PHONES),
+        pending_confirmations.c.created_at >= bindparam("since"),
+    )
 )
-_READINGS_OF_METERS = select(readings).where(readings.c.meter_id.in_(_IDS))
+_READINGS_OF_METERS = Prepared(select(readings).where(readings.c.meter_id.in_(_IDS)))
+# The batch's writes.
+_FINISH_INBOUND = Prepared(update(messages).where(messages.c.id == bindparam("b_id")))
+_INSERT_PENDING = Prepared(insert(pending_confirmations))
+_INSERT_REPLY = Prepared(insert(messages).returning(messages.c.id, messages.c.reply_to))
+_BOOKED_COLUMNS = ("t1", "t2", "t3", "status", "submitted_at", "channel", "phone", "inbound_id")
+
+
+@cache
+def _upsert_readings(dialect: str) -> Prepared:
+    """A reading booked again in its period replaces the earlier one."""
+    upsert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(readings)
+    return Prepared(
+        upsert.on_conflict_do_update(
+            index_elements=[readings.c.meter_id, readings.c.period],
+            set_={name: upsert.excluded[name] for name in _BOOKED_COLUMNS},
+        )
+    )
 
 
 @dataclass(slots=True)
@@ -145,18 +172,18 @@ class BatchUnit:
         ids = sorted(set(inbound_ids))
 
         status_query = (
-            _INBOUND_STATUS_LOCKED if conn.dialect.name == "postgresql" else _INBOUND_STATUS
+            _INBOUND_STATUS_LOCKED if conn.dialect.name == "postgresql" else _INBOUND_STATUS_PLAIN
         )
-        for row in conn.execute(status_query, {"ids": ids}):
+        for row in status_query.rows(conn, {"ids": ids}):
             unit.inbound_status[row.id] = row.status
             unit.inbound_outcome[row.id] = row.outcome
         done = [i for i, status in unit.inbound_status.items() if status != "received"]
         if done:
-            for reply in conn.execute(_REPLIES_TO, {"ids": done}):
+            for reply in _REPLIES_TO.rows(conn, {"ids": done}):
                 unit.existing_replies[reply.reply_to] = (reply.id, reply.text)
 
-        for recent in conn.execute(
-            _RECENT_TRAFFIC, {"phones": phone_list, "since": to_db_time(hour_ago)}
+        for recent in _RECENT_TRAFFIC.rows(
+            conn, {"phones": phone_list, "since": to_db_time(hour_ago)}
         ):
             created = from_db_time(recent.created_at)
             if recent.direction == "in":
@@ -164,12 +191,12 @@ class BatchUnit:
             elif recent.outcome == "rate_limited":
                 unit.rate_limited_replies.setdefault(recent.phone, []).append(created)
 
-        for link in conn.execute(_PHONE_ACCOUNTS, {"phones": phone_list}):
+        for link in _PHONE_ACCOUNTS.rows(conn, {"phones": phone_list}):
             unit.phone_accounts.setdefault(link.phone, []).append(link.account)
-        for preference in conn.execute(_PREFERENCES, {"phones": phone_list}):
+        for preference in _PREFERENCES.rows(conn, {"phones": phone_list}):
             unit.opted_out[preference.phone] = bool(preference.opted_out)
-        for row in conn.execute(
-            _PENDING_CONFIRMATIONS, {"phones": phone_list, "since": to_db_time(day_ago)}
+        for row in _PENDING_CONFIRMATIONS.rows(
+            conn, {"phones": phone_list, "since": to_db_time(day_ago)}
         ):
             created = from_db_time(row.created_at)
             values = tuple(v for v in (row.t1, row.t2, row.t3) if v is not None)
@@ -191,7 +218,7 @@ class BatchUnit:
         meters_by_id = {m.id: m for a in loaded.values() for m in a.meters if m.id is not None}
         if not meters_by_id:
             return
-        for row in self.conn.execute(_READINGS_OF_METERS, {"ids": sorted(meters_by_id)}):
+        for row in _READINGS_OF_METERS.rows(self.conn, {"ids": sorted(meters_by_id)}):
             meter = meters_by_id[row.meter_id]
             booked = booked_reading(meter, row)
             self.readings_by_meter.setdefault(row.meter_id, {})[row.period] = booked
@@ -363,17 +390,7 @@ class BatchUnit:
                 }
                 for r in self.booked.values()
             ]
-            upsert = upsert_into(conn, readings)
-            upsert = upsert.on_conflict_do_update(
-                index_elements=[readings.c.meter_id, readings.c.period],
-                set_={
-                    name: upsert.excluded[name]
-                    for name in (
-                        "t1", "t2", "t3", "status", "submitted_at", "channel", "phone", "inbound_id"
-                    )
-                },
-            )  # fmt: skip
-            conn.execute(upsert, rows)
+            _upsert_readings(conn.dialect.name).many(conn, rows)
         if self.cleared_pending:
             conn.execute(
                 delete(pending_confirmations).where(
@@ -389,8 +406,8 @@ class BatchUnit:
                 )
             )
         if self.new_pending:
-            conn.execute(
-                insert(pending_confirmations),
+            _INSERT_PENDING.many(
+                conn,
                 [
                     {
                         "phone": p.phone,
@@ -421,10 +438,10 @@ class BatchUnit:
             )
         if self.finished:
             # executemany: the keys other than b_id become the SET clause.
-            conn.execute(update(messages).where(messages.c.id == bindparam("b_id")), self.finished)
+            _FINISH_INBOUND.many(conn, self.finished)
         if self.replies:
-            result = conn.execute(
-                insert(messages).returning(messages.c.id, messages.c.reply_to),
+            result = _INSERT_REPLY.each(
+                conn,
                 [
                     {
                         "direction": "out",

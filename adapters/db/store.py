@@ -17,14 +17,17 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cache
 from typing import Any, TypeVar
 
-from sqlalchemy import bindparam, func, or_, select, update
+from sqlalchemy import DateTime, Integer, bindparam, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.sql.elements import BindParameter
 
+from adapters.db.prepared import Prepared
 from adapters.db.schema import (
     account_phones,
     accounts,
@@ -101,19 +104,24 @@ def booked_reading(meter: Meter, row: Any) -> BookedReading:
     )
 
 
+_ACCOUNTS: BindParameter[Any] = bindparam("accounts", expanding=True)
+_METERS_OF_ACCOUNTS = Prepared(
+    select(meters).where(meters.c.account.in_(_ACCOUNTS)).order_by(meters.c.id)
+)
+_PHONES_OF_ACCOUNTS = Prepared(
+    select(account_phones.c.account, account_phones.c.phone).where(
+        account_phones.c.account.in_(_ACCOUNTS)
+    )
+)
+
+
 def load_accounts(conn: Connection, account_ids: Iterable[str]) -> dict[str, Account]:
     """Accounts with their meters and phones, in two queries."""
     wanted = sorted(set(account_ids))
     if not wanted:
         return {}
-    meter_rows = conn.execute(
-        select(meters).where(meters.c.account.in_(wanted)).order_by(meters.c.id)
-    ).all()
-    phone_rows = conn.execute(
-        select(account_phones.c.account, account_phones.c.phone).where(
-            account_phones.c.account.in_(wanted)
-        )
-    ).all()
+    meter_rows = _METERS_OF_ACCOUNTS.rows(conn, {"accounts": wanted})
+    phone_rows = _PHONES_OF_ACCOUNTS.rows(conn, {"accounts": wanted})
     by_account: dict[str, list[Meter]] = {}
     for row in meter_rows:
         by_account.setdefault(row.account, []).append(_meter(row))
@@ -124,6 +132,16 @@ def load_accounts(conn: Connection, account_ids: Iterable[str]) -> dict[str, Acc
         account: Account(account, tuple(account_meters), frozenset(phones.get(account, ())))
         for account, account_meters in by_account.items()
     }
+
+
+@cache
+def _insert_inbound(dialect: str) -> Prepared:
+    insert_into = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    return Prepared(
+        insert_into(messages)
+        .on_conflict_do_nothing()
+        .returning(messages.c.id, messages.c.channel, messages.c.external_id, messages.c.dedupe_key)
+    )
 
 
 def insert_inbound_many(conn: Connection, inbounds: Sequence[InboundSms]) -> list[tuple[int, bool]]:
@@ -149,15 +167,8 @@ def insert_inbound_many(conn: Connection, inbounds: Sequence[InboundSms]) -> lis
         }
         for m in inbounds
     ]
-    # executemany, not one multi-VALUES statement: the compiled form is cached
-    # and SQLAlchemy batches the rows itself ("insertmanyvalues").
-    stmt = (
-        upsert_into(conn, messages)
-        .on_conflict_do_nothing()
-        .returning(messages.c.id, messages.c.channel, messages.c.external_id, messages.c.dedupe_key)
-    )
     inserted: dict[tuple[str, str | None, str | None], int] = {}
-    for row in conn.execute(stmt, rows):
+    for row in _insert_inbound(conn.dialect.name).each(conn, rows):
         inserted[(row.channel, row.external_id, row.dedupe_key)] = int(row.id)
     out: list[tuple[int, bool]] = []
     claimed: set[int] = set()
@@ -471,24 +482,29 @@ class StoreTransaction:
 # -- the outbox: synchronous, run by the group commit in one transaction --------------
 
 
-def claim_outbound(conn: Connection, channel: str, limit: int, now: datetime) -> list[OutboundSms]:
+@cache
+def _claim_outbound(dialect: str) -> Prepared:
     pending = (
         select(messages.c.id)
         .where(
             messages.c.direction == "out",
             messages.c.status == "pending",
-            messages.c.channel == channel,
+            messages.c.channel == bindparam("b_channel"),
         )
         .order_by(messages.c.id)
-        .limit(limit)
+        .limit(bindparam("b_limit", type_=Integer))
     )
-    if conn.dialect.name == "postgresql":
+    if dialect == "postgresql":
         # Several instances share one outbox: each takes rows nobody holds.
         pending = pending.with_for_update(skip_locked=True)
-    result = conn.execute(
+    return Prepared(
         update(messages)
         .where(messages.c.id.in_(pending.scalar_subquery()))
-        .values(status="sending", claimed_at=to_db_time(now), attempts=messages.c.attempts + 1)
+        .values(
+            status="sending",
+            claimed_at=bindparam("b_now", type_=DateTime),
+            attempts=messages.c.attempts + 1,
+        )
         .returning(
             messages.c.id,
             messages.c.channel,
@@ -499,6 +515,12 @@ def claim_outbound(conn: Connection, channel: str, limit: int, now: datetime) ->
             messages.c.attempts,
             messages.c.created_at,
         )
+    )
+
+
+def claim_outbound(conn: Connection, channel: str, limit: int, now: datetime) -> list[OutboundSms]:
+    result = _claim_outbound(conn.dialect.name).rows(
+        conn, {"b_channel": channel, "b_limit": limit, "b_now": to_db_time(now)}
     )
     out = []
     for row in result:
@@ -528,6 +550,9 @@ def claim_outbound_one(conn: Connection, outbound_id: int, now: datetime) -> boo
     return bool(result.rowcount)
 
 
+_SET_OUTBOUND_STATUS = Prepared(update(messages).where(messages.c.id == bindparam("b_id")))
+
+
 def set_outbound_statuses(conn: Connection, changes: list[dict[str, Any]]) -> None:
     """Many status changes at once: dicts of b_id, status, transport_id, error.
 
@@ -540,11 +565,8 @@ def set_outbound_statuses(conn: Connection, changes: list[dict[str, Any]]) -> No
         if c["transport_id"] is None
     ]
     # executemany: the keys other than b_id become the SET clause.
-    statement = update(messages).where(messages.c.id == bindparam("b_id"))
-    if with_id:
-        conn.execute(statement, with_id)
-    if without_id:
-        conn.execute(statement, without_id)
+    _SET_OUTBOUND_STATUS.many(conn, with_id)
+    _SET_OUTBOUND_STATUS.many(conn, without_id)
 
 
 def release_stale_outbound(

@@ -1,0 +1,188 @@
+"""Hot statements on SQLite's own driver: compiled once, executed without SQLAlchemy.
+
+The inbound batch and the outbox run the same dozen statements thousands of times a
+second. Through `Connection.execute` each call costs SQLAlchemy's cache-key walk,
+execution context and per-row parameter and result processing: profiled on the SMPP
+bench, that was more than half of the SQLite writer thread's time and a third of the
+process's (the GIL is the limit there). A `Prepared` statement keeps the Core
+statement as the one source of its SQL; on SQLite it is compiled once per shape
+(per length of its IN lists), and each call is one sqlite3 `execute`/`executemany`
+with the column types' own bind and result converters applied by hand, so the rows
+look the same as SQLAlchemy's. On PostgreSQL (and on aiosqlite, used by
+the ops side) it is plain `Connection.execute`: the driver's own round trip dwarfs
+the overhead there.
+
+It runs on the connection's transaction (the driver connection is the same one), so
+savepoints and the commit stay SQLAlchemy's.
+"""
+
+from __future__ import annotations
+
+from collections import namedtuple
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection
+from sqlalchemy.sql.base import Executable
+from sqlalchemy.sql.dml import ValuesBase
+
+_Converter = Callable[[Any], Any] | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Form:
+    sql: str
+    # Parameter names in placeholder order; an expanding name is repeated per value.
+    names: tuple[str, ...]
+    expanding: frozenset[str]
+    # Values the statement carries itself (`direction == "out"`).
+    literals: dict[str, Any]
+    bind: tuple[_Converter, ...]
+    row: Any  # a namedtuple class for the result columns, or None
+    result: tuple[_Converter, ...]
+
+
+def _plain_sqlite(conn: Connection) -> bool:
+    """The stdlib sqlite3 driver (the batch writer's), not aiosqlite or asyncpg."""
+    return conn.dialect.driver == "pysqlite"
+
+
+class Prepared:
+    """A Core statement that runs on sqlite3 directly (see the module docstring)."""
+
+    def __init__(self, statement: Executable) -> None:
+        self.statement = statement
+        self._forms: dict[tuple[Any, ...], _Form] = {}
+        # INSERT and UPDATE take their columns from the parameters' keys, as
+        # SQLAlchemy's executemany does.
+        self._dml = isinstance(statement, ValuesBase)
+
+    def rows(self, conn: Connection, params: Mapping[str, Any] | None = None) -> list[Any]:
+        """Execute once; the result rows (attribute access by column name)."""
+        params = params or {}
+        if not _plain_sqlite(conn) or self._has_empty_list(params):
+            return list(conn.execute(self.statement, dict(params)))
+        form = self._form(conn, params)
+        cursor = conn.connection.driver_connection.execute(  # type: ignore[union-attr]
+            form.sql, self._bind(form, params)
+        )
+        return self._rows(form, cursor.fetchall()) if form.row is not None else []
+
+    def many(self, conn: Connection, param_list: Sequence[Mapping[str, Any]]) -> None:
+        """executemany: no results (a statement with RETURNING uses `each`)."""
+        if not param_list:
+            return
+        if not _plain_sqlite(conn):
+            conn.execute(self.statement, [dict(p) for p in param_list])
+            return
+        form = self._form(conn, param_list[0])
+        conn.connection.driver_connection.executemany(  # type: ignore[union-attr]
+            form.sql, [self._bind(form, p) for p in param_list]
+        )
+
+    def each(self, conn: Connection, param_list: Sequence[Mapping[str, Any]]) -> list[Any]:
+        """One execute per parameter set, all RETURNING rows together, in order."""
+        if not param_list:
+            return []
+        if not _plain_sqlite(conn):
+            return list(conn.execute(self.statement, [dict(p) for p in param_list]))
+        form = self._form(conn, param_list[0])
+        driver = conn.connection.driver_connection
+        assert driver is not None
+        out: list[Any] = []
+        for params in param_list:
+            out.extend(driver.execute(form.sql, self._bind(form, params)).fetchall())
+        return self._rows(form, out)
+
+    # -- compiling ------------------------------------------------------------------
+
+    @staticmethod
+    def _has_empty_list(params: Mapping[str, Any]) -> bool:
+        return any(isinstance(v, list | tuple) and not v for v in params.values())
+
+    def _form(self, conn: Connection, params: Mapping[str, Any]) -> _Form:
+        keys = tuple(sorted(params)) if self._dml else ()
+        lengths = tuple(
+            (name, len(value)) for name, value in params.items() if isinstance(value, list | tuple)
+        )
+        key = (keys, lengths)
+        form = self._forms.get(key)
+        if form is None:
+            form = self._compile(conn, list(keys), dict(lengths))
+            self._forms[key] = form
+        return form
+
+    def _compile(self, conn: Connection, keys: list[str], lengths: dict[str, int]) -> _Form:
+        dialect = conn.dialect
+        compiled: Any = self.statement.compile(  # type: ignore[attr-defined]
+            dialect=dialect, column_keys=keys or None
+        )
+        literals = {
+            name: bind.value
+            for name, bind in compiled.binds.items()
+            if name not in lengths and not bind.callable
+        }
+        sql: str = compiled.string
+        names: list[str] = []
+        bind: list[_Converter] = []
+        for name in compiled.positiontup:
+            converter = compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect)
+            count = lengths.get(name, 1)
+            names.extend([name] * count)
+            bind.extend([converter] * count)
+        for name, count in lengths.items():
+            sql = sql.replace(f"(__[POSTCOMPILE_{name}])", "(" + ", ".join("?" * count) + ")")
+        if "__[POSTCOMPILE_" in sql:
+            raise ValueError(f"unsupported post-compile parameter in {sql!r}")
+        columns = list(getattr(self.statement, "exported_columns", ()) or [])
+        row: Any = (
+            namedtuple("Row", [c.key for c in columns], rename=True)
+            if columns
+            else None
+        )
+        result: tuple[_Converter, ...] = ()
+        if columns:
+            result = tuple(
+                c.type.dialect_impl(dialect).result_processor(dialect, None) for c in columns
+            )
+        return _Form(sql, tuple(names), frozenset(lengths), literals, tuple(bind), row, result)
+
+    # -- running --------------------------------------------------------------------
+
+    @staticmethod
+    def _bind(form: _Form, params: Mapping[str, Any]) -> list[Any]:
+        values: list[Any] = []
+        expanding = form.expanding
+        position = 0
+        names = form.names
+        converters = form.bind
+        while position < len(names):
+            name = names[position]
+            if name in expanding:
+                for item in params[name]:
+                    converter = converters[position]
+                    values.append(converter(item) if converter is not None else item)
+                    position += 1
+            else:
+                value = params[name] if name in params else form.literals[name]
+                converter = converters[position]
+                values.append(converter(value) if converter is not None else value)
+                position += 1
+        return values
+
+    @staticmethod
+    def _rows(form: _Form, raw: list[tuple[Any, ...]]) -> list[Any]:
+        make = form.row._make
+        converters = form.result
+        if not any(converters):
+            return [make(r) for r in raw]
+        return [
+            make(
+                [
+                    converter(value) if converter is not None else value
+                    for converter, value in zip(converters, r, strict=True)
+                ]
+            )
+            for r in raw
+        ]
