@@ -159,6 +159,16 @@ class MessageTooLong(ValueError):
 
 def encode_reply(text: str, reference: int) -> EncodedReply:
     """Encode a reply; `reference` (0..255) is the concatenation reference if it is split."""
+    # Most replies fit one SMS: encode the whole text first and cut it into units
+    # (per character, the slow way) only when it has to be split.
+    try:
+        whole = text.encode(GSM_CODEC)
+        if len(whole) <= GSM_SINGLE_SEPTETS:
+            return EncodedReply(DCS_DEFAULT, 0, (whole,))
+    except UnicodeEncodeError:
+        whole = text.encode("utf-16-be")
+        if len(whole) <= UCS2_SINGLE_UNITS * 2:
+            return EncodedReply(DCS_UCS2, 0, (whole,))
     gsm_units = _gsm_units(text)
     if gsm_units is not None:
         data_coding = DCS_DEFAULT
