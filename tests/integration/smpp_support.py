@@ -190,8 +190,10 @@ class SmscPeer:
         message_payload: bytes | None = None,
         tlvs: dict[str, Any] | None = None,
         vendor_tlvs: dict[int, bytes] | None = None,
+        system_id: str | None = None,
     ) -> int:
-        """Send a deliver_sm; returns its sequence number."""
+        """Send a deliver_sm (to the ESME bound as `system_id`, if given, else to the
+        newest bind); returns its sequence number."""
         fields: dict[str, Any] = {
             "source_addr": source_addr,
             "source_addr_ton": 1,
@@ -206,12 +208,18 @@ class SmscPeer:
             extra["message_payload_hex"] = message_payload.hex()
         if vendor_tlvs:
             extra["tlvs"] = [{"tag": tag, "hex": value.hex()} for tag, value in vendor_tlvs.items()]
+        if system_id is not None:
+            extra["system_id"] = system_id
         result = await self.command("deliver_sm", fields=fields, **extra)
         return int(result["sequence_number"])
 
-    async def deliver_resp(self, sequence: int, timeout: float = 5.0) -> int:
-        """The command_status we answered the deliver_sm with."""
-        event = await self.wait_pdu("deliver_sm_resp", timeout, sequence_number=sequence)
+    async def deliver_resp(
+        self, sequence: int, timeout: float = 5.0, system_id: str | None = None
+    ) -> int:
+        """The command_status we answered the deliver_sm with (on the bind of
+        `system_id`, if given: each session numbers its PDUs from 1)."""
+        fields = {} if system_id is None else {"esme": system_id}
+        event = await self.wait_pdu("deliver_sm_resp", timeout, sequence_number=sequence, **fields)
         return int(event["command_status"])
 
     async def set_faults(self, **faults: Any) -> None:

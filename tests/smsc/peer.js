@@ -145,7 +145,10 @@ function on_session(session) {
   session.on('pdu', (pdu) => {
     if (pdu.command === 'submit_sm') return; // reported by on_submit with its answer
     if (mo_queue && pdu.command === 'deliver_sm_resp') return;
-    if (!(burst && pdu.command === 'deliver_sm_resp' && !burst.report_resps)) emit(describe(pdu));
+    if (!(burst && pdu.command === 'deliver_sm_resp' && !burst.report_resps)) {
+      // `esme`: the system_id of the bind it came on (sequence numbers are per session).
+      emit(Object.assign(describe(pdu), { esme: session.system_id || null }));
+    }
   });
   for (const bind of ['bind_transceiver', 'bind_receiver', 'bind_transmitter']) {
     session.on(bind, (pdu) => {
@@ -154,6 +157,7 @@ function on_session(session) {
         return;
       }
       session.bound = bind;
+      session.system_id = pdu.system_id; // lets a test deliver to one chosen ESME
       session.send(pdu.response({ system_id: 'peer' }));
       emit({ event: 'bound', mode: bind, system_id: pdu.system_id });
       if (mo_queue) setImmediate(() => mo_queue.pump());
@@ -394,8 +398,13 @@ function start_queue(command) {
 }
 
 const commands = {
+  // To the newest bound receiver, or with `system_id` to the newest one that bound
+  // with that system_id (several ESMEs on one SMSC: which bind gets which MO).
   deliver_sm(command) {
-    const targets = bound_sessions(true);
+    let targets = bound_sessions(true);
+    if (command.system_id !== undefined) {
+      targets = targets.filter((session) => session.system_id === command.system_id);
+    }
     if (!targets.length) return { error: 'no bound receiver' };
     return { sequence_number: deliver(command, targets[targets.length - 1]) };
   },
