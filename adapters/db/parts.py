@@ -1,6 +1,12 @@
-"""Durable parts of concatenated MO: an SMSC's ack for a part means it is on disk."""
+"""Durable parts of concatenated MO: an SMSC's ack for a part means it is on disk.
+
+The table is shared by every instance on the database: `load_group` is how an
+instance sees the parts other instances' binds received (adapters/smpp/reassembly.py).
+"""
 
 from __future__ import annotations
+
+from typing import Any
 
 from sqlalchemy import delete, select
 from sqlalchemy.engine import Connection
@@ -36,7 +42,8 @@ class SqlPartStore:
                     external_id=part.external_id,
                     received_at=to_db_time(part.received_at),
                 )
-                # A redelivered part is already held.
+                # A redelivered part is already held: the first copy (and its
+                # received_at) stays, so every instance joins the same values.
                 .on_conflict_do_nothing()
             )
             conn.execute(stmt)
@@ -54,22 +61,31 @@ class SqlPartStore:
             rows = await tx.conn.execute(
                 select(inbound_parts).order_by(inbound_parts.c.group_key, inbound_parts.c.sequence)
             )
-            parts = []
-            for row in rows:
-                received_at = from_db_time(row.received_at)
-                parts.append(
-                    MessagePart(
-                        group_key=row.group_key,
-                        source_addr=row.source_addr,
-                        destination_addr=row.destination_addr,
-                        phone=row.phone,
-                        reference=row.reference,
-                        total=row.total,
-                        sequence=row.sequence,
-                        data_coding=row.data_coding,
-                        body=bytes(row.body),
-                        received_at=received_at,
-                        external_id=row.external_id,
-                    )
-                )
-            return parts
+            return [_part(row) for row in rows]
+
+    async def load_group(self, group_key: str) -> list[MessagePart]:
+        # The reader engine: on SQLite it does not queue behind the writer thread, and
+        # a committed save of another instance is visible (WAL; a fresh transaction).
+        async with self.commits.store.reader() as tx:
+            rows = await tx.conn.execute(
+                select(inbound_parts)
+                .where(inbound_parts.c.group_key == group_key)
+                .order_by(inbound_parts.c.sequence)
+            )
+            return [_part(row) for row in rows]
+
+
+def _part(row: Any) -> MessagePart:
+    return MessagePart(
+        group_key=row.group_key,
+        source_addr=row.source_addr,
+        destination_addr=row.destination_addr,
+        phone=row.phone,
+        reference=row.reference,
+        total=row.total,
+        sequence=row.sequence,
+        data_coding=row.data_coding,
+        body=bytes(row.body),
+        received_at=from_db_time(row.received_at),
+        external_id=row.external_id,
+    )

@@ -200,6 +200,9 @@ class SmppAdapter:
         self._loop_thread = threading.get_ident()
         self._stopping = False
         self._closing = False
+        # Every instance's parts, also groups a live instance is still collecting: this
+        # instance's timeout for them starts now, after the collector's, and at the
+        # timeout it re-reads the group (rows gone: handed on elsewhere, forgotten).
         for part in await self.part_store.load():
             self._reassembler.add(part)
         modes = (
@@ -482,11 +485,57 @@ class SmppAdapter:
             return
         link.respond(event.session, event.deliver.sequence, ESME_ROK)
         group = self._reassembler.add(part)
+        if group.handing_on:
+            return  # this instance is handing it on right now; discard takes this part too
+        # Other instances' binds may hold the other parts: the database has them all.
+        try:
+            held = await self._read_group(group)
+        except Exception as exc:
+            log.warning("smpp.parts_read_failed", reason=str(exc), phone=mask_phone(part.phone))
+            if group.complete and not group.handing_on:
+                # Complete here, but the stored values (the message's identity) are
+                # unknown: housekeeping re-reads and hands on in about a second.
+                self._reassembler.retry_soon(group)
+            return
+        if not held:
+            # Stored, then discarded by another instance that handed the message on
+            # meanwhile: a late part, like one arriving while this instance hands on.
+            self._reassembler.finish(group.key)
+            return
         if group.complete and not group.handing_on:
             await self._hand_on(group, received=event.received_at)
 
+    async def _read_group(self, group: PartGroup) -> bool:
+        """Merge the group's stored parts (every instance's) into `group`; False when
+        no row is left: another instance handed the message on and discarded them."""
+        stored = await self.part_store.load_group(group.key)
+        self._reassembler.merge(group, stored)
+        return bool(stored)
+
+    async def _hand_on_expired(self, group: PartGroup) -> None:
+        """The timeout: hand on what the database holds now, unless that is nothing."""
+        group.handing_on = True  # parts arriving meanwhile wait for this decision
+        try:
+            held = await self._read_group(group)
+        except Exception as exc:
+            log.warning("smpp.parts_read_failed", reason=str(exc))
+            self._reassembler.retry_soon(group)
+            return
+        if not held:
+            # Another instance handed it on (complete or at its own timeout).
+            self._reassembler.finish(group.key)
+            log.info("smpp.parts_handed_on_elsewhere", parts=group.total)
+            return
+        # More parts may have come to other binds: the message may be complete now.
+        await self._hand_on(group, received=group.first_seen)
+
     async def _hand_on(self, group: PartGroup, received: float) -> None:
-        """Accept the joined message (complete, or incomplete after the timeout)."""
+        """Accept the joined message (complete, or incomplete after the timeout).
+
+        Its identity (dedupe key, received_at) comes only from the parts as stored,
+        so an instance handing on the same group again (at once on another bind, or
+        after a crash before `discard`) is recognised by `accept` as a redelivery, and
+        its `process` answers with the stored reply instead of queuing a second one."""
         group.handing_on = True
         parts = group.ordered()
         first = parts[0]
@@ -518,8 +567,7 @@ class SmppAdapter:
         accepted = await self._accept(inbound)
         if accepted is None:
             # The parts are acked and held; housekeeping retries in about a second.
-            group.handing_on = False
-            group.first_seen = time.monotonic() - self._reassembler.timeout_s + 1.0
+            self._reassembler.retry_soon(group)
             return
         self._reassembler.finish(group.key)
         try:
@@ -724,7 +772,7 @@ class SmppAdapter:
             if self._stopping:
                 continue
             for group in self._reassembler.expired(now):
-                await self._hand_on(group, received=group.first_seen)
+                await self._hand_on_expired(group)
 
 
 def _sar(deliver: DeliverSm) -> Concatenation | None:

@@ -7,10 +7,10 @@ whole message exists. Holding the deliver_sm_resp of part 1 until part N arrives
 would deadlock SMSCs that deliver with a window of one, and they would redeliver
 part 1 forever. So the store is what makes an acknowledged part safe:
 
-- `MemoryPartStore` (the default) keeps parts in process memory. A crash between the
-  first part's ack and the last part's arrival loses that message. This is the one
-  gap in "never lose an SMS" until the database grows an `inbound_parts` table.
-- A database-backed store (same Protocol; the lead's `adapters/db/`) makes it sound:
+- `MemoryPartStore` (the default, for tests and benches) keeps parts in process
+  memory. A crash between the first part's ack and the last part's arrival loses
+  that message.
+- `adapters.db.parts.SqlPartStore` (what `serve` uses; same Protocol) makes it sound:
   `save` commits before the part is acked, `load` brings pending parts back after a
   restart, and `discard` runs once the joined message is accepted by the pipeline.
 
@@ -19,6 +19,16 @@ part is handed on with what did arrive, joined in order and marked incomplete.
 Parts of a message that was already handed on (a late SMSC redelivery) are
 acknowledged and dropped for `reassembly_timeout_s` more, so they do not become a
 second, one-part message.
+
+Several instances, one database (the SMSC may spread the parts of one message over
+the binds of different instances): the store is also where they meet. After storing
+a part, and again before handing on an incomplete message, the adapter reads the
+group back (`load_group`: every instance's parts) and merges it into its
+`Reassembler`, the stored copy of each part winning. Whichever instance sees the set
+complete hands it on; rows gone means another instance handed it on and discarded
+them. Two instances handing on the same group at once is harmless: the joined
+message's identity is computed from stored values only, so the pipeline recognises
+the second as a redelivery.
 """
 
 from __future__ import annotations
@@ -59,6 +69,11 @@ class PartStore(Protocol):
         """Every part still held (after a restart)."""
         ...
 
+    async def load_group(self, group_key: str) -> list[MessagePart]:
+        """The parts of one message held now, by any instance sharing the store, in
+        sequence order; empty once the message was handed on and discarded."""
+        ...
+
 
 class MemoryPartStore:
     """Parts in process memory: lost on a crash (see the module docstring)."""
@@ -76,6 +91,10 @@ class MemoryPartStore:
 
     async def load(self) -> list[MessagePart]:
         return [part for parts in self._parts.values() for part in parts.values()]
+
+    async def load_group(self, group_key: str) -> list[MessagePart]:
+        parts = self._parts.get(group_key, {})
+        return [parts[number] for number in sorted(parts)]
 
 
 @dataclass(slots=True)
@@ -119,6 +138,19 @@ class Reassembler:
             self._groups[part.group_key] = group
         group.parts.setdefault(part.sequence, part)
         return group
+
+    def merge(self, group: PartGroup, stored: list[MessagePart]) -> None:
+        """Take the group's parts as stored (other instances' included). The stored copy
+        wins over the one in memory: a redelivered part was stored the first time it
+        came, and the joined message's identity must be the same on every instance."""
+        for part in stored:
+            if part.group_key == group.key:
+                group.parts[part.sequence] = part
+
+    def retry_soon(self, group: PartGroup, delay_s: float = 1.0) -> None:
+        """Make the group expire in about `delay_s`: its hand-on failed, try again."""
+        group.handing_on = False
+        group.first_seen = time.monotonic() - self.timeout_s + delay_s
 
     def expired(self, now: float | None = None) -> list[PartGroup]:
         now = time.monotonic() if now is None else now
