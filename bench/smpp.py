@@ -185,6 +185,7 @@ def line(name: str, result: dict) -> str:
     return (
         f"{name:<22} {result['rate']:8.0f} MO/s  p50 {result['p50_ms']:6.1f} ms  "
         f"p99 {result['p99_ms']:6.1f} ms  max {result['max_ms']:6.1f} ms  "
+        f"ack p50 {result['ack_p50_ms']:5.1f} ms  "
         f"({result['replies']}/{result['count']} replied, {result['nacked']} nacked)"
     )
 

@@ -215,6 +215,9 @@ function start_burst(command, session) {
   const prefix = command.source_prefix || '7916';
   const sent_at = new Map();
   const latencies = [];
+  // deliver_sm -> deliver_sm_resp, by sequence number: how long the ESME holds an MO.
+  const ack_sent_at = new Map();
+  const ack_latencies = [];
   let sent = 0;
   let outstanding = 0;
   let acked = 0;
@@ -226,6 +229,11 @@ function start_burst(command, session) {
     report_resps: false,
     on_resp(pdu) {
       outstanding -= 1;
+      const at = ack_sent_at.get(pdu.sequence_number);
+      if (at !== undefined) {
+        ack_sent_at.delete(pdu.sequence_number);
+        ack_latencies.push(Number(process.hrtime.bigint() - at) / 1e6);
+      }
       if (pdu.command_status === 0) acked += 1;
       else nacked += 1;
       pump();
@@ -251,14 +259,16 @@ function start_burst(command, session) {
     const phone = number(i);
     const text = command.texts[i % command.texts.length];
     sent_at.set(phone, process.hrtime.bigint());
-    session.send(new smpp.PDU('deliver_sm', {
+    const deliver = new smpp.PDU('deliver_sm', {
       source_addr: phone,
       source_addr_ton: 1,
       source_addr_npi: 1,
       destination_addr: command.destination_addr,
       data_coding: 0,
       short_message: Buffer.from(text, 'latin1'),
-    }));
+    });
+    session.send(deliver);
+    ack_sent_at.set(deliver.sequence_number, process.hrtime.bigint());
   }
   let timer = null;
   function pump() {
@@ -269,11 +279,15 @@ function start_burst(command, session) {
     if (timer) clearInterval(timer);
     const elapsed_ms = Number(last_reply - started) / 1e6;
     latencies.sort((a, b) => a - b);
+    ack_latencies.sort((a, b) => a - b);
     const pick = (q) => latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))];
+    const pick_ack = (q) =>
+      ack_latencies[Math.min(ack_latencies.length - 1, Math.floor(q * ack_latencies.length))];
     emit({
       event: 'burst_done', count, replies, acked, nacked, elapsed_ms,
       rate: replies / (elapsed_ms / 1000),
       p50_ms: pick(0.5), p99_ms: pick(0.99), max_ms: latencies[latencies.length - 1],
+      ack_p50_ms: pick_ack(0.5), ack_p99_ms: pick_ack(0.99),
     });
     burst = null;
   }
