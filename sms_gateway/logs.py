@@ -29,13 +29,20 @@ def configure_logging(level: str = "INFO", fmt: str = "auto", stream: TextIO | N
 
     `serve` logs to stdout, where container runtimes collect it; the one-shot
     commands keep stdout for their output (a reply, a CSV).
+
+    The gateway's own loggers are structlog's native ones: a call below the level
+    costs nothing and a line is rendered straight to the stream. Going through
+    stdlib logging (LogRecord, handler, formatter) cost a fifth of the SMPP
+    throughput at INFO (bench/smpp.py --log-level). Libraries' stdlib loggers go
+    through the same processors into the same stream.
     """
     stream = stream or sys.stderr
     use_console = fmt == "console" or (fmt == "auto" and stream.isatty())
+    numeric_level = logging.getLevelName(level.upper())
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
-        structlog.stdlib.add_log_level,
-        structlog.stdlib.add_logger_name,
+        structlog.processors.add_log_level,
+        _add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
     renderer: Any = (
@@ -43,17 +50,23 @@ def configure_logging(level: str = "INFO", fmt: str = "auto", stream: TextIO | N
         if use_console
         else structlog.processors.JSONRenderer(ensure_ascii=False)
     )
+    exceptions: Any = _identity if use_console else structlog.processors.format_exc_info
     structlog.configure(
-        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
-        logger_factory=structlog.stdlib.LoggerFactory(),
-        wrapper_class=structlog.stdlib.BoundLogger,
+        processors=[*shared, exceptions, renderer],
+        logger_factory=_NamedLoggerFactory(stream),
+        wrapper_class=structlog.make_filtering_bound_logger(numeric_level),
         cache_logger_on_first_use=True,
     )
     formatter = structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=shared,
+        foreign_pre_chain=[
+            structlog.contextvars.merge_contextvars,
+            structlog.stdlib.add_log_level,
+            structlog.stdlib.add_logger_name,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+        ],
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-            structlog.processors.format_exc_info if not use_console else _identity,
+            exceptions,
             renderer,
         ],
     )
@@ -61,9 +74,30 @@ def configure_logging(level: str = "INFO", fmt: str = "auto", stream: TextIO | N
     handler.setFormatter(formatter)
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(level.upper())
+    root.setLevel(numeric_level)
     for name, floor in _QUIET_LIBRARIES.items():
         logging.getLogger(name).setLevel(max(floor, root.level))
+
+
+class _NamedLogger(structlog.WriteLogger):
+    """A WriteLogger that remembers the name it was asked for (`get_logger(name)`)."""
+
+    def __init__(self, stream: TextIO, name: str) -> None:
+        super().__init__(stream)
+        self.name = name
+
+
+class _NamedLoggerFactory:
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+
+    def __call__(self, *args: Any) -> _NamedLogger:
+        return _NamedLogger(self.stream, str(args[0]) if args else "sms_gateway")
+
+
+def _add_logger_name(logger: Any, _name: str, event: Any) -> Any:
+    event.setdefault("logger", getattr(logger, "name", "sms_gateway"))
+    return event
 
 
 def _identity(_logger: Any, _name: str, event: Any) -> Any:
