@@ -178,6 +178,7 @@ class SmppAdapter:
         self._background: list[asyncio.Task[Any]] = []
         self._outbox_event = asyncio.Event()
         self._outbox_idle = False
+        self._send_loop_full = False
         self._pending: dict[int, tuple[_SubmitFuture, SmppLink]] = {}
         self._tokens = itertools.count(1)
         self._window = asyncio.Semaphore(max(1, settings.window))
@@ -457,8 +458,9 @@ class SmppAdapter:
                 phone=mask_phone(inbound.phone),
             )
             return
-        self._outbox_event.set()
-        log.info(
+        # The pipeline's "inbound_handled" is the INFO summary of every message; this
+        # one adds the SMPP view (latency since the deliver_sm) for debugging.
+        log.debug(
             "smpp.mo",
             outcome=str(reply.outcome),
             inbound_id=accepted.inbound_id,
@@ -629,6 +631,7 @@ class SmppAdapter:
             self._outbox_event.clear()
             while self._transmit_link() is not None:
                 free = max_in_flight - len(self._send_tasks)
+                self._send_loop_full = free <= 0
                 if free <= 0:
                     break  # a finishing send sets the event again
                 try:
@@ -697,7 +700,11 @@ class SmppAdapter:
             raise
         finally:
             self._sending_ids.discard(outbound.id)
-            self._outbox_event.set()
+            # Look at the outbox again only when it may hold something for us: the
+            # loop stopped claiming for want of room, or it was not empty last time.
+            # (Replies stored as pending wake it through notify_outbox.)
+            if self._send_loop_full or not self._outbox_idle:
+                self._outbox_event.set()
 
     async def _failed(self, outbound: OutboundSms, error: str) -> None:
         log.warning(
@@ -717,6 +724,7 @@ class SmppAdapter:
             await self.outbox.release(outbound.id, error)
         except Exception:
             log.exception("smpp.outbox_release_failed", outbound_id=outbound.id)
+        self._outbox_idle = False  # pending again: the send loop takes it from there
 
     async def _submit(self, params: dict[str, Any]) -> str | None:
         """One submit_sm, retried while the SMSC throttles; returns its message_id."""
