@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import socket
 import sys
 import tempfile
@@ -27,13 +28,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import structlog
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from adapters.smpp import SmppAdapter  # noqa: E402
 from sms_gateway.config import Settings  # noqa: E402
+from sms_gateway.logs import configure_logging  # noqa: E402
 from tests.integration.smpp_support import SmscPeer, peer_problem, smpp_settings  # noqa: E402
 
 SHORT_NUMBER = "7377"
@@ -195,13 +195,18 @@ async def main() -> None:
     parser.add_argument("--count", type=int, default=5000, help="MO per throughput run")
     parser.add_argument("--gateway-count", type=int, default=0, help="MO for the gateway run")
     parser.add_argument("--steady", type=int, default=1000, help="MO in the 200 MO/s run")
+    parser.add_argument(
+        "--log-level",
+        default="INFO",
+        help="serve's logging set-up at this level, rendered as JSON into /dev/null",
+    )
     args = parser.parse_args()
     problem = peer_problem()
     if problem:
         raise SystemExit(problem)
-    # The per-message INFO lines would measure the console, not the gateway.
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
-    logging.getLogger().setLevel(logging.WARNING)
+    # Logged as serve logs (INFO by default, JSON), into /dev/null: the lines cost
+    # what they cost in production, a console would not be measured with them.
+    configure_logging(args.log_level, "json", open(os.devnull, "w"))  # noqa: SIM115
     peer = await SmscPeer.start()
     try:
         started = time.monotonic()
@@ -211,7 +216,10 @@ async def main() -> None:
         fast, paced, booked = await run_gateway(peer, gateway_count, args.steady)
     finally:
         await peer.close()
-    print(f"SMPP bench: window {WINDOW}, {args.count} MO per run, one core per process")
+    print(
+        f"SMPP bench: window {WINDOW}, {args.count} MO per run, one core per process, "
+        f"logging at {args.log_level.upper()}"
+    )
     print(line("raw smpplib echo", raw))
     print(line("adapter, memory ports", memory))
     print(line(f"gateway (SQLite) x{gateway_count}", fast))
