@@ -53,8 +53,9 @@ def serve(
     from sms_gateway.logs import configure_logging
 
     async def main() -> None:
-        # One summary line per message would measure the terminal, not the gateway.
-        configure_logging("WARNING", "json")
+        # Logged as serve logs (INFO, JSON), into /dev/null: the lines' cost is
+        # measured, a terminal's is not.
+        configure_logging("INFO", "json", open(os.devnull, "w"))  # noqa: SIM115
         settings = Settings().replace(
             database={"url": f"sqlite+aiosqlite:///{db_path}"},
             twilio={"enabled": True, "auth_token": AUTH_TOKEN, "public_url": PUBLIC_URL},
