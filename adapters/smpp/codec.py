@@ -11,6 +11,7 @@ smpplib's `make_parts` can cut a GSM escape sequence or a UTF-16 surrogate pair 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from dataclasses import dataclass
 
@@ -115,6 +116,18 @@ class EncodedReply:
     bodies: tuple[bytes, ...]
 
 
+@functools.cache
+def _gsm_alphabet() -> frozenset[str]:
+    """Every character GSM 03.38 can carry: the default table and its extension."""
+    alphabet = {bytes((octet,)).decode(GSM_CODEC) for octet in range(0x80) if octet != 0x1B}
+    for octet in range(0x80):
+        with contextlib.suppress(UnicodeDecodeError):
+            extended = bytes((0x1B, octet)).decode(GSM_CODEC)
+            if len(extended) == 1:
+                alphabet.add(extended)
+    return frozenset(alphabet)
+
+
 @functools.lru_cache(maxsize=1024)
 def _gsm_septets(character: str) -> bytes | None:
     try:
@@ -160,16 +173,18 @@ class MessageTooLong(ValueError):
 def encode_reply(text: str, reference: int) -> EncodedReply:
     """Encode a reply; `reference` (0..255) is the concatenation reference if it is split."""
     # Most replies fit one SMS: encode the whole text first and cut it into units
-    # (per character, the slow way) only when it has to be split.
-    try:
+    # (per character, the slow way) only when it has to be split. The alphabet test
+    # is a set operation; the codec is slow to find out that Cyrillic does not fit.
+    fits_gsm = _gsm_alphabet().issuperset(text)
+    if fits_gsm:
         whole = text.encode(GSM_CODEC)
         if len(whole) <= GSM_SINGLE_SEPTETS:
             return EncodedReply(DCS_DEFAULT, 0, (whole,))
-    except UnicodeEncodeError:
+    else:
         whole = text.encode("utf-16-be")
         if len(whole) <= UCS2_SINGLE_UNITS * 2:
             return EncodedReply(DCS_UCS2, 0, (whole,))
-    gsm_units = _gsm_units(text)
+    gsm_units = _gsm_units(text) if fits_gsm else None
     if gsm_units is not None:
         data_coding = DCS_DEFAULT
         units = gsm_units
