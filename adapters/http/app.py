@@ -21,7 +21,7 @@ from aiohttp.typedefs import Handler, Middleware
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from adapters.http import api, dashboard
-from adapters.http.auth import OpsAuth
+from adapters.http.auth import OpsAuth, client_address
 from adapters.http.errors import json_error, json_errors
 from adapters.http.keys import AUTH_KEY, GATEWAY_KEY, LINK_STATE_KEY
 from adapters.http.queries import inbound_queue_depth
@@ -62,13 +62,26 @@ async def metrics(request: web.Request) -> web.Response:
 def _ops_guard(auth: OpsAuth) -> Middleware:
     @web.middleware
     async def require_ops(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path.startswith("/api/") and not auth.authenticated(request):
+        if not request.path.startswith("/api/"):
+            return await handler(request)
+        address = client_address(request)
+        wait_s = auth.failed_attempts.retry_after(address)
+        if wait_s is not None:
+            return json_error(
+                429,
+                f"too many wrong ops tokens from this address; try again in {wait_s} s",
+                {"Retry-After": str(wait_s)},
+            )
+        if not auth.authenticated(request):
+            if auth.offered_bearer(request):
+                auth.failed_attempts.failed(address)
             message = (
                 "a valid ops token is required (Authorization: Bearer ...)"
                 if auth.configured
                 else "the ops API is off: no [ops] token is configured"
             )
             return json_error(401, message, {"WWW-Authenticate": 'Bearer realm="ops"'})
+        auth.failed_attempts.succeeded(address)
         return await handler(request)
 
     return require_ops

@@ -8,25 +8,89 @@ The cookie is HttpOnly and SameSite=Strict, and Secure when the request came ove
 https (directly or via a proxy setting X-Forwarded-Proto: https). On plain
 http://localhost it is sent without Secure, because browsers drop Secure cookies set
 over http; use plain http only on the loopback interface or behind a TLS proxy.
+
+Guessing is throttled: after MAX_FAILED_ATTEMPTS wrong tokens (login form or bearer)
+from one client address within FAILED_ATTEMPTS_WINDOW_S, that address gets 429 with
+Retry-After, right token or not, until its oldest failure is older than the window.
+Behind a reverse proxy every client shares the proxy's address, so a guesser there
+locks the form for everyone for at most the window: the price of not trusting a
+client-supplied X-Forwarded-For.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import time
+from collections import OrderedDict, deque
 from collections.abc import Callable
 
 from aiohttp import web
 
 SESSION_COOKIE = "ops_session"
 SESSION_TTL_S = 12 * 3600
+MAX_FAILED_ATTEMPTS = 5
+FAILED_ATTEMPTS_WINDOW_S = 15 * 60
+# Addresses remembered at once; the least recently failing are forgotten first.
+MAX_TRACKED_ADDRESSES = 10_000
+
+
+class FailedAttempts:
+    """Wrong tokens per client address within a sliding window."""
+
+    def __init__(
+        self,
+        limit: int = MAX_FAILED_ATTEMPTS,
+        window_s: float = FAILED_ATTEMPTS_WINDOW_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.limit = limit
+        self.window_s = window_s
+        self.clock = clock
+        self._failures: OrderedDict[str, deque[float]] = OrderedDict()
+
+    def retry_after(self, address: str) -> int | None:
+        """Seconds this address must wait before trying again, or None."""
+        failures = self._recent(address)
+        if failures is None or len(failures) < self.limit:
+            return None
+        return max(1, math.ceil(failures[0] + self.window_s - self.clock()))
+
+    def failed(self, address: str) -> None:
+        failures = self._recent(address)
+        if failures is None:
+            failures = self._failures[address] = deque(maxlen=self.limit)
+            while len(self._failures) > MAX_TRACKED_ADDRESSES:
+                self._failures.popitem(last=False)
+        self._failures.move_to_end(address)
+        failures.append(self.clock())
+
+    def succeeded(self, address: str) -> None:
+        self._failures.pop(address, None)
+
+    def _recent(self, address: str) -> deque[float] | None:
+        failures = self._failures.get(address)
+        if failures is None:
+            return None
+        horizon = self.clock() - self.window_s
+        while failures and failures[0] <= horizon:
+            failures.popleft()
+        if not failures:
+            del self._failures[address]
+            return None
+        return failures
+
+
+def client_address(request: web.Request) -> str:
+    return request.remote or "unknown"
 
 
 class OpsAuth:
     def __init__(self, token: str, clock: Callable[[], float] = time.time) -> None:
         self._token = token.encode("utf-8")
         self._clock = clock
+        self.failed_attempts = FailedAttempts()
 
     @property
     def configured(self) -> bool:
@@ -63,6 +127,11 @@ class OpsAuth:
             return True
         cookie = request.cookies.get(SESSION_COOKIE)
         return cookie is not None and self.session_valid(cookie)
+
+    def offered_bearer(self, request: web.Request) -> bool:
+        """A bearer token came with the request (a wrong one counts as a guess)."""
+        scheme, _, _ = request.headers.get("Authorization", "").partition(" ")
+        return scheme.lower() == "bearer"
 
     def set_session_cookie(self, request: web.Request, response: web.StreamResponse) -> None:
         response.set_cookie(

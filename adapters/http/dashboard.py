@@ -11,6 +11,7 @@ Phone numbers show only their last 4 digits unless ops ticks "show full numbers"
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from aiohttp import web
 
 from adapters.http import queries
 from adapters.http.api import OUTCOMES
-from adapters.http.auth import OpsAuth
+from adapters.http.auth import OpsAuth, client_address
 from adapters.http.keys import AUTH_KEY, GATEWAY_KEY, LINK_STATE_KEY
 from sms_gateway import __version__
 from sms_gateway.domain.model import Outcome
@@ -214,13 +215,30 @@ async def login_form(request: web.Request) -> web.StreamResponse:
 
 async def login(request: web.Request) -> web.StreamResponse:
     auth: OpsAuth = request.app[AUTH_KEY]
+    address = client_address(request)
+    wait_s = auth.failed_attempts.retry_after(address)
+    if wait_s is not None:
+        log.warning("ops_login_throttled", retry_after_s=wait_s)
+        response = aiohttp_jinja2.render_template(
+            "login.html",
+            request,
+            {
+                "error": f"Too many wrong tokens. Try again in {math.ceil(wait_s / 60)} min.",
+                "configured": auth.configured,
+            },
+            status=429,
+        )
+        response.headers["Retry-After"] = str(wait_s)
+        return response
     form = await request.post()
     token = form.get("token")
     if isinstance(token, str) and auth.token_matches(token.strip()):
+        auth.failed_attempts.succeeded(address)
         response = web.HTTPSeeOther("/")
         auth.set_session_cookie(request, response)
         log.info("ops_login")
         raise response
+    auth.failed_attempts.failed(address)
     log.warning("ops_login_failed")
     return aiohttp_jinja2.render_template(
         "login.html",

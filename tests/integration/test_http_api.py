@@ -11,6 +11,7 @@ from structlog.testing import capture_logs
 
 from adapters.db.bulk import export_readings
 from adapters.http import create_app
+from adapters.http.keys import AUTH_KEY
 from sms_gateway import __version__
 from sms_gateway.bootstrap import build_gateway
 from sms_gateway.domain.model import InboundSms
@@ -161,6 +162,55 @@ async def test_wrong_login_is_401_and_a_forged_cookie_opens_nothing(ops):
 
     assert (401, True) == (response.status, "That token is not right." in await response.text())
     assert 401 == forged.status
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_guessing_the_token_is_throttled_per_address(ops):
+    """Five wrong tokens in 15 minutes (form or bearer alike): the address gets 429 with
+    Retry-After, even with the right token, until the oldest guess is 15 minutes old."""
+    client, _gateway = ops
+    clock = _Clock()
+    client.server.app[AUTH_KEY].failed_attempts.clock = clock
+
+    for guess in range(3):
+        wrong = await client.post("/login", data={"token": f"guess-{guess}"})
+        assert 401 == wrong.status
+        clock.now += 60
+    for guess in range(2):
+        wrong_bearer = await client.get(
+            "/api/messages", headers={"Authorization": f"Bearer guess-{guess}"}
+        )
+        assert 401 == wrong_bearer.status
+    form = await client.post("/login", data={"token": OPS_TOKEN}, allow_redirects=False)
+    api = await client.get("/api/messages", headers=BEARER)
+
+    assert (429, "Too many wrong tokens" in await form.text()) == (form.status, True)
+    assert (429, str(15 * 60 - 3 * 60)) == (api.status, api.headers["Retry-After"])
+    assert "too many wrong ops tokens" in (await api.json())["error"]
+
+    clock.now += 15 * 60 - 3 * 60 + 1  # the first guess is out of the window
+    assert 200 == (await client.get("/api/messages", headers=BEARER)).status
+    # A success forgets the address's guesses: the next wrong one starts from zero.
+    assert 401 == (await client.post("/login", data={"token": "again"})).status
+    ok = await client.post("/login", data={"token": OPS_TOKEN}, allow_redirects=False)
+    assert 303 == ok.status
+
+
+async def test_stale_cookies_and_missing_tokens_are_not_counted_as_guesses(ops):
+    """An expired session cookie or a request without a token is a 401, not a guess."""
+    client, _gateway = ops
+    for _ in range(10):
+        assert 401 == (await client.get("/api/messages")).status
+        stale = await client.get("/api/messages", cookies={"ops_session": "1.deadbeef"})
+        assert 401 == stale.status
+    assert 200 == (await client.get("/api/messages", headers=BEARER)).status
 
 
 async def test_logout_ends_the_session(ops):
