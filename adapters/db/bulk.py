@@ -8,8 +8,9 @@ half-imported.
 from __future__ import annotations
 
 import csv
+import io
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
@@ -309,9 +310,28 @@ async def export_readings(
     """Write the period's readings as CSV to `out`; returns the number of rows."""
     _validate_period(period)
     total = await count_readings(store, period) if progress is not None else 0
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(EXPORT_COLUMNS)
     written = 0
+    async for chunk, rows in readings_csv_chunks(store, period):
+        out.write(chunk)
+        written += rows
+        if progress is not None and rows:
+            progress(written, total)
+    if progress is not None:
+        progress(written, total)
+    return written
+
+
+async def readings_csv_chunks(store: SqlStore, period: str) -> AsyncIterator[tuple[str, int]]:
+    """The export CSV in pieces of up to BATCH_ROWS rows: (text, rows in it).
+
+    The header comes first, alone. Rows are read with a server-side cursor, so a
+    month of a big utility never sits in memory whole (the ops API streams these).
+    """
+    _validate_period(period)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(EXPORT_COLUMNS)
+    yield buffer.getvalue(), 0
     stmt = (
         select(
             meters.c.account,
@@ -330,24 +350,22 @@ async def export_readings(
     )
     async with store.reader() as tx:
         result = await tx.conn.stream(stmt.execution_options(yield_per=BATCH_ROWS))
-        async for row in result:
-            submitted = from_db_time(row.submitted_at)
-            writer.writerow(
-                [
-                    row.account,
-                    row.serial,
-                    row.period,
-                    row.t1,
-                    "" if row.t2 is None else row.t2,
-                    "" if row.t3 is None else row.t3,
-                    row.status,
-                    submitted.isoformat(timespec="seconds"),
-                    row.channel,
-                ]
-            )
-            written += 1
-            if progress is not None and written % BATCH_ROWS == 0:
-                progress(written, total)
-    if progress is not None:
-        progress(written, total)
-    return written
+        async for partition in result.partitions():
+            buffer.seek(0)
+            buffer.truncate()
+            for row in partition:
+                submitted = from_db_time(row.submitted_at)
+                writer.writerow(
+                    [
+                        row.account,
+                        row.serial,
+                        row.period,
+                        row.t1,
+                        "" if row.t2 is None else row.t2,
+                        "" if row.t3 is None else row.t3,
+                        row.status,
+                        submitted.isoformat(timespec="seconds"),
+                        row.channel,
+                    ]
+                )
+            yield buffer.getvalue(), len(partition)
