@@ -21,7 +21,8 @@ import pytest
 from sms_gateway.config import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
-DEMO_ACCOUNTS = ROOT / "config" / "demo_accounts.csv"
+# The accounts every test starts from (config/demo_accounts.csv is for `make run`).
+DEMO_ACCOUNTS = ROOT / "tests" / "fixtures" / "accounts.csv"
 PG_ADMIN_DSN = os.environ.get("SMS_GATEWAY_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 IN_CI = os.environ.get("CI", "").lower() == "true"
 

@@ -59,16 +59,19 @@ def test_import_send_export(config: Path, tmp_path: Path):
     assert 0 == upgraded.returncode, upgraded.stderr
     assert f"database upgraded from empty to {head_revision('sqlite://')}" == upgraded.stdout.strip()
 
+    # The demo accounts `make run` loads, and the text the README (and issue 2) sends.
     imported = run("accounts", "import", "--config", str(config), "config/demo_accounts.csv")
     assert 0 == imported.returncode, imported.stderr
     assert (
-        "imported 7 rows: 6 accounts created, 7 meters created, 0 meters updated, 3 phones added"
+        "imported 8 rows: 7 accounts created, 8 meters created, 0 meters updated, 4 phones added"
         == imported.stdout.strip()
     )
 
-    sent = run("send", "--config", str(config), "--from", "8 916 123-45-67", "1234567833 Т1 1234")
+    sent = run(
+        "send", "--config", str(config), "--from", "8 916 123-45-67", "1234567833 Т1 5450 Т2 2130"
+    )
     assert 0 == sent.returncode, sent.stderr
-    assert sent.stdout.strip().startswith("Приняты показания ЛС 1234567833: Т1 1234 (+")
+    assert "Приняты показания ЛС 1234567833: Т1 5450 (+50), Т2 2130 (+30)." == sent.stdout.strip()
 
     period = datetime.now(ZoneInfo("Europe/Moscow")).strftime("%Y-%m")
     out = tmp_path / "export.csv"

@@ -1,7 +1,7 @@
 """Conversations through the real composition root, on SQLite and PostgreSQL.
 
 Each script is what a subscriber's phone shows; `tests/conversation.py` reads it.
-Demo accounts (config/demo_accounts.csv): 1234567833 one zone, last 1184;
+Test accounts (tests/fixtures/accounts.csv): 1234567833 one zone, last 1184;
 5550001112 two zones, last 5400/2100; 7770003334 three zones, last 850/610/1500;
 4440005556 two meters (...5678 one zone, ...9999 two zones); all read 2026-10-20
 or near it. The clock starts at 2026-11-18 09:00 UTC, inside the reading window.
