@@ -82,7 +82,7 @@ def test_import_send_export(config: Path, tmp_path: Path):
     lines = out.read_text(encoding="utf-8").splitlines()
     assert "account,meter_serial,period,t1,t2,t3,status,submitted_at,channel" == lines[0]
     assert 2 == len(lines)
-    assert lines[1].startswith(f"1234567833,00112233,{period},1234,,,accepted,")
+    assert lines[1].startswith(f"1234567833,00112233,{period},5450,2130,,accepted,")
     assert lines[1].endswith(",cli")
 
 
