@@ -23,7 +23,7 @@ CONFIG_PATH_ENV = "SMS_GATEWAY_CONFIG"
 DEFAULT_CONFIG_PATH = "config/gateway.toml"
 
 # Keys whose values are never printed or logged.
-SECRET_KEYS = frozenset({"password", "token", "auth_token"})
+SECRET_KEYS = frozenset({"password", "token", "auth_token", "previous_auth_token"})
 
 
 @dataclass(frozen=True)
@@ -97,6 +97,8 @@ class SmppSettings:
 class TwilioSettings:
     enabled: bool = False
     auth_token: str = ""
+    # Still accepted on webhook signatures while a rotation is under way (env only).
+    previous_auth_token: str = ""
     public_url: str = ""
     account_sid: str = ""
     reply_mode: str = "inline"  # inline (TwiML) | rest

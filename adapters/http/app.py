@@ -114,7 +114,9 @@ def _twilio_webhook(gateway: Gateway, sender: TwilioRestSender | None) -> Twilio
     if problems:
         raise ConfigError(problems)
     try:
-        signature = TwilioSignature(twilio.auth_token, twilio.public_url)
+        signature = TwilioSignature(
+            twilio.auth_token, twilio.public_url, twilio.previous_auth_token
+        )
     except ValueError as exc:
         raise ConfigError([f"[twilio] public_url: {exc}"]) from exc
     return TwilioWebhook(gateway, signature, sender)

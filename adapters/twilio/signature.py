@@ -5,6 +5,9 @@ auth token. Behind a proxy the URL the gateway sees differs from the one Twilio 
 so the check always runs against `[twilio] public_url` (the inbound SMS webhook), and
 status callbacks against its sibling `status` URL, which is the URL the gateway itself
 hands Twilio in every reply (see `status_callback_url`).
+
+During a token rotation `[twilio] previous_auth_token` is accepted too, so webhooks
+signed before and after the promotion of the new token both pass.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ REPLY_PARAMETER = "reply"
 class TwilioSignature:
     """The public URLs of the Twilio endpoints and the signature check for them."""
 
-    def __init__(self, auth_token: str, public_url: str) -> None:
+    def __init__(self, auth_token: str, public_url: str, previous_auth_token: str = "") -> None:
         if not auth_token:
             # Never run an unauthenticated webhook: anyone could book readings.
             raise ValueError("the Twilio auth token is empty")
@@ -34,6 +37,7 @@ class TwilioSignature:
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ValueError(f"the Twilio public URL is not an absolute URL: {public_url!r}")
         self._validator = RequestValidator(auth_token)
+        self._previous = RequestValidator(previous_auth_token) if previous_auth_token else None
         self.sms_url = public_url
         # Relative to the webhook so a proxy prefix (https://host/gw/twilio/sms) is kept.
         self.status_url = urljoin(public_url, "status")
@@ -56,17 +60,30 @@ class TwilioSignature:
         if not signature:
             return False
         algorithm = get_signature_algorithm(settings_header)
-        # Twilio signs the URL exactly as configured, so one HMAC over it settles a
-        # genuine request; only a mismatch pays for RequestValidator.validate, which
-        # also tries the URL with and without an explicit port.
-        try:
-            expected = self._validator.compute_signature(url, params, algorithm)
-        except ValueError:
-            expected = ""  # an algorithm the library does not know: validate() says no
-        if expected and hmac.compare_digest(expected.encode(), signature.encode()):
-            return True
-        return bool(self._validator.validate(url, params, signature, algorithm))
+        validators = (
+            [self._validator] if self._previous is None else [self._validator, self._previous]
+        )
+        return any(_signed_by(v, url, params, signature, algorithm) for v in validators)
 
     def sign(self, url: str, params: Mapping[str, Any]) -> str:
         """The signature Twilio would send (for tests, benchmarks and local tools)."""
         return str(self._validator.compute_signature(url, params))
+
+
+def _signed_by(
+    validator: RequestValidator,
+    url: str,
+    params: Mapping[str, Any],
+    signature: str,
+    algorithm: Any,
+) -> bool:
+    # Twilio signs the URL exactly as configured, so one HMAC over it settles a
+    # genuine request; only a mismatch pays for RequestValidator.validate, which
+    # also tries the URL with and without an explicit port.
+    try:
+        expected = validator.compute_signature(url, params, algorithm)
+    except ValueError:
+        expected = ""  # an algorithm the library does not know: validate() says no
+    if expected and hmac.compare_digest(expected.encode(), signature.encode()):
+        return True
+    return bool(validator.validate(url, params, signature, algorithm))

@@ -126,6 +126,27 @@ async def test_forged_or_unsigned_webhook_is_403_and_stores_nothing(twilio_clien
     assert [] == await table_rows(gateway, messages)
 
 
+async def test_during_a_token_rotation_both_tokens_sign_and_no_third(
+    db_url, settings_for, gateway_factory, aiohttp_client
+):
+    """With previous_auth_token set, webhooks signed with the old or the new token are
+    taken (Twilio switches when the new one is promoted); any other token is a 403."""
+    settings = settings_for(
+        db_url, twilio=twilio_settings(auth_token="new-token", previous_auth_token=AUTH_TOKEN)
+    )
+    gateway = await gateway_factory(settings)
+    client = await aiohttp_client(create_app(gateway, link_state=lambda: "disabled"))
+    before, after, forged = sms_form("SM0101"), sms_form("SM0102"), sms_form("SM0103")
+
+    signed_old = await post_sms(client, before, headers=sign(PUBLIC_URL, before, AUTH_TOKEN))
+    signed_new = await post_sms(client, after, headers=sign(PUBLIC_URL, after, "new-token"))
+    signed_other = await post_sms(client, forged, headers=sign(PUBLIC_URL, forged, "other"))
+
+    assert (200, 200, 403) == (signed_old.status, signed_new.status, signed_other.status)
+    inbound = [r for r in await table_rows(gateway, messages) if r.direction == "in"]
+    assert 2 == len(inbound)
+
+
 async def test_retried_webhook_books_once_and_returns_the_same_twiml(twilio_client):
     """Twilio retrying the same MessageSid gets byte-identical TwiML and books nothing
     twice: one inbound row, one reply, one reading."""
