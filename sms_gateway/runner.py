@@ -82,7 +82,9 @@ async def run_service(settings: Settings, stop: asyncio.Event | None = None) -> 
             gateway.pipeline,
             gateway.outbox,
             gateway.metrics,
-            part_store=SqlPartStore(gateway.outbox.commits),
+            part_store=SqlPartStore(
+                gateway.outbox.commits, settings.smpp.reassembly_timeout_s
+            ),
         )
         gateway.pipeline.on_reply_queued(lambda _channel: smpp.notify_outbox())
         gateway.pipeline.use_direct_sender("smpp", smpp)

@@ -71,7 +71,8 @@ class PartStore(Protocol):
 
     async def load_group(self, group_key: str) -> list[MessagePart]:
         """The parts of one message held now, by any instance sharing the store, in
-        sequence order; empty once the message was handed on and discarded."""
+        sequence order; empty once the message was handed on and discarded (for the
+        store's handed-on TTL, after which the key may start a new message)."""
         ...
 
 
@@ -80,19 +81,37 @@ class MemoryPartStore:
 
     durable = False
 
-    def __init__(self) -> None:
+    def __init__(self, handed_on_ttl_s: float = 60.0) -> None:
         self._parts: dict[str, dict[int, MessagePart]] = {}
+        # Like the table's marker rows: group key -> when it was handed on.
+        self._handed_on: dict[str, float] = {}
+        self.handed_on_ttl_s = handed_on_ttl_s
+
+    def _recently_handed_on(self, group_key: str) -> bool:
+        at = self._handed_on.get(group_key)
+        return at is not None and time.monotonic() - at < self.handed_on_ttl_s
 
     async def save(self, part: MessagePart) -> None:
+        if part.group_key in self._handed_on and not self._recently_handed_on(part.group_key):
+            del self._handed_on[part.group_key]  # a new message under an old key
+            self._parts.pop(part.group_key, None)
         self._parts.setdefault(part.group_key, {})[part.sequence] = part
 
     async def discard(self, group_key: str) -> None:
         self._parts.pop(group_key, None)
+        self._handed_on[group_key] = time.monotonic()
 
     async def load(self) -> list[MessagePart]:
-        return [part for parts in self._parts.values() for part in parts.values()]
+        return [
+            part
+            for key, parts in self._parts.items()
+            if key not in self._handed_on
+            for part in parts.values()
+        ]
 
     async def load_group(self, group_key: str) -> list[MessagePart]:
+        if self._recently_handed_on(group_key):
+            return []
         parts = self._parts.get(group_key, {})
         return [parts[number] for number in sorted(parts)]
 

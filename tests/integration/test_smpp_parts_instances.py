@@ -11,15 +11,16 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from adapters.db.parts import SqlPartStore
 from adapters.db.schema import inbound_parts, messages, readings
 from adapters.smpp import SmppAdapter
-from adapters.smpp.reassembly import MemoryPartStore
+from adapters.smpp.reassembly import MemoryPartStore, MessagePart
 from tests.integration.smpp_support import (  # noqa: F401  (fixtures)
     SHORT_NUMBER,
     MemoryGateway,
@@ -95,6 +96,11 @@ async def deliver_part(smsc: SmscPeer, system_id: str, body: bytes) -> None:
     assert ESME_ROK == await smsc.deliver_resp(sequence, system_id=system_id)
 
 
+async def part_rows(gateway: Any) -> list[tuple[Any, ...]]:
+    """Parts still held (the handed-on marker, sequence 0, is not a part)."""
+    return await rows(gateway, select(inbound_parts.c.sequence).where(inbound_parts.c.sequence > 0))
+
+
 async def inbound_rows(gateway: Any) -> list[tuple[Any, ...]]:
     return await rows(
         gateway,
@@ -136,7 +142,7 @@ async def test_parts_on_two_instances_join_into_one_message(
     assert [("".join(CHUNKS), 2, False)] == await inbound_rows(first)
     assert [(1234,)] == await rows(first, select(readings.c.t1))
     assert [ACCEPTED_REPLY] == [pdu["text"] for pdu in smsc.pdus("submit_sm")]
-    assert [] == await rows(first, select(inbound_parts.c.sequence))
+    assert [] == await part_rows(first)
 
 
 async def test_parts_completed_on_both_instances_at_once_are_handed_on_once(
@@ -158,7 +164,7 @@ async def test_parts_completed_on_both_instances_at_once_are_handed_on_once(
     assert [("".join(CHUNKS), 2, False)] == await inbound_rows(first)
     assert [(1234,)] == await rows(first, select(readings.c.t1))
     assert [ACCEPTED_REPLY] == [pdu["text"] for pdu in smsc.pdus("submit_sm")]
-    assert [] == await rows(first, select(inbound_parts.c.sequence))
+    assert [] == await part_rows(first)
 
 
 async def test_missing_part_across_instances_is_handed_on_once_after_the_timeout(
@@ -184,7 +190,7 @@ async def test_missing_part_across_instances_is_handed_on_once_after_the_timeout
     assert 1 == len(outbound)
     # One reply: however many submit_sm it took, they all carry the same text.
     assert 1 == len({pdu["text"] for pdu in smsc.pdus("submit_sm")})
-    assert [] == await rows(first, select(inbound_parts.c.sequence))
+    assert [] == await part_rows(first)
 
 
 async def test_parts_left_by_a_crash_after_the_accept_are_recognised(
@@ -205,7 +211,10 @@ async def test_parts_left_by_a_crash_after_the_accept_are_recognised(
     await settled(first, smsc)
     assert [] == await store.load_group(group_key)
 
-    # What the crash would have left: the first part as it was stored, and the second.
+    # What the crash would have left: no marker (discard never ran), the first part as
+    # it was stored, and the second.
+    async with first.store.transaction() as tx:
+        await tx.conn.execute(delete(inbound_parts).where(inbound_parts.c.group_key == group_key))
     await store.save(kept[0])
     await store.save(dataclasses.replace(kept[0], sequence=2, body=CHUNKS[1].encode("utf-16-be")))
     await start(second, B, reassembly_timeout_s=0.5)
@@ -218,6 +227,70 @@ async def test_parts_left_by_a_crash_after_the_accept_are_recognised(
     assert [("".join(CHUNKS), 2, False)] == await inbound_rows(first)
     assert [(1234,)] == await rows(first, select(readings.c.t1))
     assert 1 == len(smsc.pdus("submit_sm"))
+
+
+async def test_a_part_redelivered_to_the_other_instance_after_the_join_is_dropped(
+    smsc: SmscPeer, instances: tuple[Any, Any, StartAdapter]
+) -> None:
+    """A joins both parts and answers. The SMSC then redelivers part 1 to B (its ack
+    was lost, say). B acks it and recognises it as late from A's marker: no one-part
+    incomplete message, no second reply, even after B's reassembly timeout."""
+    first, second, start = instances
+    await start(first, A, reassembly_timeout_s=NO_TIMEOUT_S)
+    await start(second, B, reassembly_timeout_s=0.5)
+    await deliver_part(smsc, A, part(0x56, 2, 1, CHUNKS[0]))
+    await deliver_part(smsc, A, part(0x56, 2, 2, CHUNKS[1]))
+    await settled(first, smsc)
+
+    await deliver_part(smsc, B, part(0x56, 2, 1, CHUNKS[0]))
+    await asyncio.sleep(1.5)  # B's timeout three times over
+
+    assert [("".join(CHUNKS), 2, False)] == await inbound_rows(first)
+    assert [ACCEPTED_REPLY] == [pdu["text"] for pdu in smsc.pdus("submit_sm")]
+
+
+@pytest.mark.parametrize("kind", ["database", "memory"])
+async def test_after_the_marker_ttl_the_same_key_is_a_new_message(
+    instances: tuple[Any, Any, StartAdapter], kind: str
+) -> None:
+    """Phones reuse concatenation references: once the handed-on marker is older than
+    its TTL, a part under the same key starts a new message (and the old marker goes)."""
+    first, _second, _start = instances
+    store = (
+        SqlPartStore(first.outbox.commits, handed_on_ttl_s=0.3)
+        if kind == "database"
+        else MemoryPartStore(handed_on_ttl_s=0.3)
+    )
+    group_key = f"udh8:79161234567:{SHORT_NUMBER}:{0x57}:2"
+    old = await first_part(store, group_key)
+    await store.discard(group_key)
+    await store.save(old)  # a late copy within the TTL: held, but not handed out
+    assert [] == await store.load_group(group_key)
+    assert [] == await store.load()
+
+    await asyncio.sleep(0.4)
+    fresh = dataclasses.replace(old, body="Т1 9999".encode("utf-16-be"))
+    await store.save(fresh)
+    assert [fresh.body] == [held.body for held in await store.load_group(group_key)]
+    assert [fresh.body] == [held.body for held in await store.load()]
+
+
+async def first_part(store: Any, group_key: str) -> MessagePart:
+    part_one = MessagePart(
+        group_key=group_key,
+        source_addr="79161234567",
+        destination_addr=SHORT_NUMBER,
+        phone="+79161234567",
+        reference=0x57,
+        total=2,
+        sequence=1,
+        data_coding=8,
+        body=CHUNKS[0].encode("utf-16-be"),
+        received_at=datetime.now(UTC),
+        external_id=None,
+    )
+    await store.save(part_one)
+    return part_one
 
 
 async def test_two_adapters_sharing_a_memory_part_store_join_like_the_database(
