@@ -191,16 +191,21 @@ def line(name: str, result: dict) -> str:
 
 
 async def main() -> None:
+    global WINDOW
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--count", type=int, default=5000, help="MO per throughput run")
     parser.add_argument("--gateway-count", type=int, default=0, help="MO for the gateway run")
     parser.add_argument("--steady", type=int, default=1000, help="MO in the 200 MO/s run")
+    parser.add_argument(
+        "--window", type=int, default=WINDOW, help="deliver_sm the SMSC leaves unanswered"
+    )
     parser.add_argument(
         "--log-level",
         default="INFO",
         help="serve's logging set-up at this level, rendered as JSON into /dev/null",
     )
     args = parser.parse_args()
+    WINDOW = args.window
     problem = peer_problem()
     if problem:
         raise SystemExit(problem)
