@@ -11,6 +11,7 @@ answer with a temporary error.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import AsyncIterator, Callable, Collection, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -282,6 +283,7 @@ class SqlStore:
         # SQLite has one writer: serialising our own transactions avoids
         # "database is locked" retries inside one process.
         self._write_lock = asyncio.Lock() if self.dialect == "sqlite" else None
+        self._writer_conn: Connection | None = None
         self._batch_thread = (
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-writer")
             if batch_engine is not None
@@ -327,7 +329,6 @@ class SqlStore:
 
     def _drain_queued(self) -> None:
         """Writer thread: commit whatever work is queued, until nothing is."""
-        assert self.batch_engine is not None
         while True:
             with self._queued_lock:
                 queued, self._queued = self._queued, []
@@ -336,16 +337,40 @@ class SqlStore:
                     return
             outcomes: list[tuple[bool, Any]]
             try:
-                with self.batch_engine.begin() as conn:
+                conn = self._writer_connection()
+                with conn.begin():
                     if len(queued) == 1:
                         # Alone in its transaction: its failure rolls back only itself.
                         outcomes = [(True, queued[0][0](conn))]
                     else:
                         outcomes = [_in_savepoint(conn, work) for work, _, _ in queued]
             except Exception as exc:
+                self._drop_writer_connection()
                 outcomes = [(False, exc)] * len(queued)
             for (_work, future, loop), (ok, value) in zip(queued, outcomes, strict=True):
                 loop.call_soon_threadsafe(_settle_future, future, ok, value)
+
+    def _writer_connection(self) -> Connection:
+        """The writer thread's connection, kept open between transactions: a pool
+        checkout and its reset-on-return each time cost more than a small batch."""
+        if self._writer_conn is None:
+            assert self.batch_engine is not None
+            self._writer_conn = self.batch_engine.connect()
+        return self._writer_conn
+
+    def _close_writer_connection(self) -> None:
+        conn, self._writer_conn = self._writer_conn, None
+        if conn is not None:
+            conn.close()
+
+    def _drop_writer_connection(self) -> None:
+        """After a failure the connection may be broken: the next batch opens a new one."""
+        conn, self._writer_conn = self._writer_conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.invalidate()
+            with contextlib.suppress(Exception):
+                conn.close()
 
     @asynccontextmanager
     async def reader(self) -> AsyncIterator[StoreTransaction]:
@@ -364,6 +389,8 @@ class SqlStore:
 
     async def aclose(self) -> None:
         if self._batch_thread is not None:
+            # The writer's connection belongs to its thread: closed there, last.
+            self._batch_thread.submit(self._close_writer_connection)
             self._batch_thread.shutdown(wait=True)
         if self.batch_engine is not None:
             self.batch_engine.dispose()
