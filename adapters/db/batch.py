@@ -319,14 +319,16 @@ class BatchUnit:
     def has_pending_confirmation(
         self, phone: str, meter: Meter, values: tuple[int, ...], since: datetime
     ) -> bool:
-        candidates = [p for p in self.pending if (p.phone, p.meter_id) not in self.cleared_pending]
-        candidates += self.new_pending
+        key = (phone, meter.id)
+        if key not in self.cleared_pending and any(
+            p.values == values and p.created_at >= since
+            for p in self.pending
+            if (p.phone, p.meter_id) == key
+        ):
+            return True
         return any(
-            p.phone == phone
-            and p.meter_id == meter.id
-            and p.values == values
-            and p.created_at >= since
-            for p in candidates
+            (p.phone, p.meter_id) == key and p.values == values and p.created_at >= since
+            for p in self.new_pending
         )
 
     def add_pending_confirmation(
