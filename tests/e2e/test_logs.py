@@ -1,5 +1,5 @@
-"""What a real `serve` writes to its log at INFO: JSON lines, one summary per MO, and
-no subscriber number in full anywhere (the operator's hex dumps included)."""
+"""What a real `serve` writes to its log at INFO: JSON lines, one summary per MO, no
+subscriber number in full anywhere (the operator's hex dumps included) and no SMS text."""
 
 from __future__ import annotations
 
@@ -71,3 +71,7 @@ async def test_info_log_is_json_with_one_masked_summary_per_mo(peer: SmscPeer, t
     whole_log = "\n".join(lines)
     for phone in senders:
         assert phone[1:] not in whole_log, f"{phone} appears unmasked in the log"
+    # Texts stay in the database: neither the MO nor our reply is written to the log.
+    for text in texts:
+        assert text not in whole_log
+    assert "Приняты" not in whole_log
