@@ -34,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 from adapters.smpp import SmppAdapter  # noqa: E402
 from sms_gateway.config import Settings  # noqa: E402
 from sms_gateway.logs import configure_logging  # noqa: E402
+from sms_gateway.runner import smpp_adapter  # noqa: E402
 from tests.integration.smpp_support import SmscPeer, peer_problem, smpp_settings  # noqa: E402
 
 SHORT_NUMBER = "7377"
@@ -152,16 +153,10 @@ async def run_gateway(peer: SmscPeer, count: int, steady: int) -> tuple[dict, di
         await import_accounts(
             gateway.store, workdir / name, settings.gateway.account_pattern, BENCH_NOW
         )
-    adapter = SmppAdapter(
-        smpp_settings(peer.port, window=WINDOW, max_send_rate=100_000.0),
-        SHORT_NUMBER,
-        gateway.pipeline,
-        gateway.outbox,
-        gateway.metrics,
-    )
     # Wired as serve wires it.
-    gateway.pipeline.on_reply_queued(lambda _channel: adapter.notify_outbox())
-    gateway.pipeline.use_direct_sender("smpp", adapter)
+    adapter = smpp_adapter(
+        gateway, smpp_settings(peer.port, window=WINDOW, max_send_rate=100_000.0)
+    )
     await adapter.start()
     await peer.wait_bound()
     try:

@@ -6,15 +6,18 @@ import asyncio
 import contextlib
 import signal
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from aiohttp import web
 
 from sms_gateway.bootstrap import Gateway, build_gateway
-from sms_gateway.config import Settings
+from sms_gateway.config import Settings, SmppSettings
 from sms_gateway.errors import TemporaryFailure
 from sms_gateway.ports import AcceptedInbound
+
+if TYPE_CHECKING:
+    from adapters.smpp import SmppAdapter
 
 log = structlog.get_logger("sms_gateway.runner")
 
@@ -63,6 +66,26 @@ async def _recovery_loop(gateway: Gateway, smpp: Any) -> None:
         await asyncio.sleep(RECOVERY_INTERVAL_S)
 
 
+def smpp_adapter(gateway: Gateway, smpp_settings: SmppSettings) -> SmppAdapter:
+    """The SMPP adapter wired to the gateway as `serve` runs it (tests and benches too):
+    parts of long MO held in the database, replies woken by the outbox and handed
+    straight to the bound link."""
+    from adapters.db.parts import SqlPartStore
+    from adapters.smpp import SmppAdapter
+
+    adapter = SmppAdapter(
+        smpp_settings,
+        gateway.settings.gateway.short_number,
+        gateway.pipeline,
+        gateway.outbox,
+        gateway.metrics,
+        part_store=SqlPartStore(gateway.outbox.commits, smpp_settings.reassembly_timeout_s),
+    )
+    gateway.pipeline.on_reply_queued(lambda _channel: adapter.notify_outbox())
+    gateway.pipeline.use_direct_sender("smpp", adapter)
+    return adapter
+
+
 async def run_service(settings: Settings, stop: asyncio.Event | None = None) -> None:
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -71,23 +94,7 @@ async def run_service(settings: Settings, stop: asyncio.Event | None = None) -> 
             loop.add_signal_handler(signum, stop.set)
 
     gateway = await build_gateway(settings, migrate=settings.database.upgrade_on_start)
-    smpp: Any = None
-    if settings.smpp.enabled:
-        from adapters.db.parts import SqlPartStore
-        from adapters.smpp import SmppAdapter
-
-        smpp = SmppAdapter(
-            settings.smpp,
-            settings.gateway.short_number,
-            gateway.pipeline,
-            gateway.outbox,
-            gateway.metrics,
-            part_store=SqlPartStore(
-                gateway.outbox.commits, settings.smpp.reassembly_timeout_s
-            ),
-        )
-        gateway.pipeline.on_reply_queued(lambda _channel: smpp.notify_outbox())
-        gateway.pipeline.use_direct_sender("smpp", smpp)
+    smpp: Any = smpp_adapter(gateway, settings.smpp) if settings.smpp.enabled else None
 
     from adapters.http import create_app
 

@@ -8,9 +8,9 @@ import asyncio
 import pytest
 from sqlalchemy import select
 
-from adapters.db.parts import SqlPartStore
 from adapters.db.schema import inbound_parts, messages, readings
 from adapters.smpp import SmppAdapter
+from sms_gateway.runner import smpp_adapter
 from tests.integration.smpp_support import (  # noqa: F401  (fixtures)
     SHORT_NUMBER,
     SmscPeer,
@@ -37,17 +37,8 @@ async def adapters(smsc: SmscPeer, gateway):
     started: list[SmppAdapter] = []
 
     async def start(**overrides) -> SmppAdapter:
-        adapter = SmppAdapter(
-            smpp_settings(smsc.port, **overrides),
-            SHORT_NUMBER,
-            gateway.pipeline,
-            gateway.outbox,
-            gateway.metrics,
-            # As serve wires it: parts of long MO are held in the database.
-            part_store=SqlPartStore(gateway.outbox.commits),
-        )
-        gateway.pipeline.on_reply_queued(lambda _channel: adapter.notify_outbox())
-        gateway.pipeline.use_direct_sender("smpp", adapter)
+        # Wired as serve wires it: parts of long MO are held in the database.
+        adapter = smpp_adapter(gateway, smpp_settings(smsc.port, **overrides))
         started.append(adapter)
         await adapter.start()
         return adapter

@@ -21,6 +21,7 @@ from adapters.db.parts import SqlPartStore
 from adapters.db.schema import inbound_parts, messages, readings
 from adapters.smpp import SmppAdapter
 from adapters.smpp.reassembly import MemoryPartStore, MessagePart
+from sms_gateway.runner import smpp_adapter
 from tests.integration.smpp_support import (  # noqa: F401  (fixtures)
     SHORT_NUMBER,
     MemoryGateway,
@@ -55,16 +56,7 @@ async def instances(
     started: list[SmppAdapter] = []
 
     async def start(gateway: Any, system_id: str, **overrides: Any) -> SmppAdapter:
-        adapter = SmppAdapter(
-            smpp_settings(smsc.port, system_id=system_id, **overrides),
-            SHORT_NUMBER,
-            gateway.pipeline,
-            gateway.outbox,
-            gateway.metrics,
-            part_store=SqlPartStore(gateway.outbox.commits),
-        )
-        gateway.pipeline.on_reply_queued(lambda _channel: adapter.notify_outbox())
-        gateway.pipeline.use_direct_sender("smpp", adapter)
+        adapter = smpp_adapter(gateway, smpp_settings(smsc.port, system_id=system_id, **overrides))
         started.append(adapter)
         await adapter.start()
         await smsc.wait_for(lambda e: e.get("event") == "bound" and e["system_id"] == system_id)
@@ -237,13 +229,15 @@ async def test_a_part_redelivered_to_the_other_instance_after_the_join_is_droppe
     incomplete message, no second reply, even after B's reassembly timeout."""
     first, second, start = instances
     await start(first, A, reassembly_timeout_s=NO_TIMEOUT_S)
-    await start(second, B, reassembly_timeout_s=0.5)
+    # B's timeout is also its marker's lifetime: long enough for the redelivery, short
+    # enough to see that nothing is handed on after it.
+    await start(second, B, reassembly_timeout_s=4.0)
     await deliver_part(smsc, A, part(0x56, 2, 1, CHUNKS[0]))
     await deliver_part(smsc, A, part(0x56, 2, 2, CHUNKS[1]))
     await settled(first, smsc)
 
     await deliver_part(smsc, B, part(0x56, 2, 1, CHUNKS[0]))
-    await asyncio.sleep(1.5)  # B's timeout three times over
+    await asyncio.sleep(5.0)  # past B's timeout
 
     assert [("".join(CHUNKS), 2, False)] == await inbound_rows(first)
     assert [ACCEPTED_REPLY] == [pdu["text"] for pdu in smsc.pdus("submit_sm")]
