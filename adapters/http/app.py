@@ -21,7 +21,7 @@ from aiohttp.typedefs import Handler, Middleware
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from adapters.http import api, dashboard
-from adapters.http.auth import OpsAuth, client_address
+from adapters.http.auth import OpsAuth, bearer_token, client_address
 from adapters.http.errors import json_error, json_errors
 from adapters.http.keys import AUTH_KEY, GATEWAY_KEY, LINK_STATE_KEY
 from adapters.http.queries import inbound_queue_depth
@@ -73,7 +73,7 @@ def _ops_guard(auth: OpsAuth) -> Middleware:
                 {"Retry-After": str(wait_s)},
             )
         if not auth.authenticated(request):
-            if auth.offered_bearer(request):
+            if bearer_token(request) is not None:  # a wrong one is a guess
                 auth.failed_attempts.failed(address)
             message = (
                 "a valid ops token is required (Authorization: Bearer ...)"

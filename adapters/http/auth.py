@@ -82,6 +82,12 @@ class FailedAttempts:
         return failures
 
 
+def bearer_token(request: web.Request) -> str | None:
+    """The token of an `Authorization: Bearer ...` header, if one came."""
+    scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
+    return credentials.strip() if scheme.lower() == "bearer" else None
+
+
 def client_address(request: web.Request) -> str:
     return request.remote or "unknown"
 
@@ -121,17 +127,11 @@ class OpsAuth:
         return hmac.compare_digest(mac.encode("ascii", "replace"), self._mac(expires).encode())
 
     def authenticated(self, request: web.Request) -> bool:
-        header = request.headers.get("Authorization", "")
-        scheme, _, credentials = header.partition(" ")
-        if scheme.lower() == "bearer" and self.token_matches(credentials.strip()):
+        bearer = bearer_token(request)
+        if bearer is not None and self.token_matches(bearer):
             return True
         cookie = request.cookies.get(SESSION_COOKIE)
         return cookie is not None and self.session_valid(cookie)
-
-    def offered_bearer(self, request: web.Request) -> bool:
-        """A bearer token came with the request (a wrong one counts as a guess)."""
-        scheme, _, _ = request.headers.get("Authorization", "").partition(" ")
-        return scheme.lower() == "bearer"
 
     def set_session_cookie(self, request: web.Request, response: web.StreamResponse) -> None:
         response.set_cookie(
