@@ -146,12 +146,13 @@ class BatchUnit:
     phone_accounts: dict[str, list[str]] = field(default_factory=dict)
     opted_out: dict[str, bool] = field(default_factory=dict)
     readings_by_meter: dict[int, dict[str, BookedReading]] = field(default_factory=dict)
-    pending: list[_Pending] = field(default_factory=list)
+    # Pending confirmations by (phone, meter id): stored ones, and this batch's new ones.
+    pending: dict[tuple[str, int], list[_Pending]] = field(default_factory=dict)
     # writes
     finished: list[dict[str, Any]] = field(default_factory=list)
     replies: list[_Reply] = field(default_factory=list)
     booked: dict[tuple[int, str], BookedReading] = field(default_factory=dict)
-    new_pending: list[_Pending] = field(default_factory=list)
+    new_pending: dict[tuple[str, int], list[_Pending]] = field(default_factory=dict)
     cleared_pending: set[tuple[str, int]] = field(default_factory=set)
     preferences: dict[str, tuple[bool, datetime]] = field(default_factory=dict)
     bindings: dict[tuple[str, str], datetime] = field(default_factory=dict)
@@ -200,7 +201,9 @@ class BatchUnit:
         ):
             created = from_db_time(row.created_at)
             values = tuple(v for v in (row.t1, row.t2, row.t3) if v is not None)
-            unit.pending.append(_Pending(row.phone, row.meter_id, values, created))
+            unit.pending.setdefault((row.phone, row.meter_id), []).append(
+                _Pending(row.phone, row.meter_id, values, created)
+            )
 
         wanted = set(account_ids)
         for linked in unit.phone_accounts.values():
@@ -319,30 +322,26 @@ class BatchUnit:
     def has_pending_confirmation(
         self, phone: str, meter: Meter, values: tuple[int, ...], since: datetime
     ) -> bool:
+        assert meter.id is not None
         key = (phone, meter.id)
-        if key not in self.cleared_pending and any(
-            p.values == values and p.created_at >= since
-            for p in self.pending
-            if (p.phone, p.meter_id) == key
-        ):
-            return True
+        stored = [] if key in self.cleared_pending else self.pending.get(key, [])
         return any(
-            (p.phone, p.meter_id) == key and p.values == values and p.created_at >= since
-            for p in self.new_pending
+            p.values == values and p.created_at >= since
+            for p in (*stored, *self.new_pending.get(key, []))
         )
 
     def add_pending_confirmation(
         self, phone: str, meter: Meter, values: tuple[int, ...], now: datetime
     ) -> None:
         assert meter.id is not None
-        self.new_pending.append(_Pending(phone, meter.id, values, now))
+        self.new_pending.setdefault((phone, meter.id), []).append(
+            _Pending(phone, meter.id, values, now)
+        )
 
     def clear_pending_confirmations(self, phone: str, meter: Meter) -> None:
         assert meter.id is not None
         self.cleared_pending.add((phone, meter.id))
-        self.new_pending = [
-            p for p in self.new_pending if (p.phone, p.meter_id) != (phone, meter.id)
-        ]
+        self.new_pending.pop((phone, meter.id), None)
 
     def finish_inbound(
         self, inbound_id: int, outcome: str, account: str | None, now: datetime
@@ -417,7 +416,8 @@ class BatchUnit:
                         "created_at": to_db_time(p.created_at),
                         **_value_columns(p.values),
                     }
-                    for p in self.new_pending
+                    for added in self.new_pending.values()
+                    for p in added
                 ],
             )
         for phone, (opted_out, when) in self.preferences.items():
