@@ -12,7 +12,8 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Connection, bindparam, create_engine, insert, select, update
+from sqlalchemy import Connection, bindparam, create_engine, func, insert, select, update
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from adapters.db.prepared import Prepared
 from adapters.db.schema import messages, metadata
@@ -54,6 +55,7 @@ def test_rows_written_by_prepared_read_back_through_sqlalchemy_unchanged(conn: C
     returned = INSERT_RETURNING.each(
         conn, [_inbound("+79161234567", MORNING), _inbound("+79161234568", LATER, True)]
     )
+    returned = sorted(returned, key=lambda r: r.id)  # RETURNING promises no order
     assert [(r.created_at, r.incomplete) for r in returned] == [(MORNING, False), (LATER, True)]
     stored = conn.execute(
         select(messages.c.phone, messages.c.created_at, messages.c.incomplete).order_by(
@@ -90,6 +92,31 @@ def test_expanding_lists_literals_and_bound_times_match_sqlalchemy(conn: Connect
     assert prepared.rows(conn, {"ids": [1, 2], "since": datetime(2026, 11, 19)}) == []
     # An empty IN list falls back to SQLAlchemy, which knows how to say it.
     assert prepared.rows(conn, {"ids": [], "since": MORNING}) == []
+
+
+def test_many_rows_insert_in_pieces_and_conflicts_are_skipped(conn: Connection) -> None:
+    """A big batch goes in several multi-row statements; a row that conflicts (the same
+    dedupe key, in the table or earlier in the batch) returns nothing, as one by one."""
+    insert_or_skip = Prepared(
+        sqlite_insert(messages)
+        .on_conflict_do_nothing()
+        .returning(messages.c.id, messages.c.dedupe_key)
+    )
+    batch = [{**_inbound("+79161234567", MORNING), "dedupe_key": f"k{i}"} for i in range(6_000)]
+    first = insert_or_skip.each(conn, batch)
+    again = insert_or_skip.each(
+        conn,
+        [
+            {**_inbound("+79161234567", LATER), "dedupe_key": "k1"},  # already stored
+            {**_inbound("+79161234567", LATER), "dedupe_key": "new"},
+            {**_inbound("+79161234567", LATER), "dedupe_key": "new"},  # twice in one batch
+        ],
+    )
+
+    assert sorted(r.dedupe_key for r in first) == sorted(f"k{i}" for i in range(6_000))
+    assert len({r.id for r in first}) == 6_000
+    assert ["new"] == [r.dedupe_key for r in again]
+    assert 6_001 == conn.execute(select(func.count()).select_from(messages)).scalar_one()
 
 
 def test_executemany_update_takes_its_set_clause_from_the_keys(conn: Connection) -> None:
