@@ -94,9 +94,9 @@ def test_expanding_lists_literals_and_bound_times_match_sqlalchemy(conn: Connect
     assert prepared.rows(conn, {"ids": [], "since": MORNING}) == []
 
 
-def test_many_rows_insert_in_pieces_and_conflicts_are_skipped(conn: Connection) -> None:
-    """A big batch goes in several multi-row statements; a row that conflicts (the same
-    dedupe key, in the table or earlier in the batch) returns nothing, as one by one."""
+def test_a_big_batch_inserts_whole_and_conflicts_are_skipped(conn: Connection) -> None:
+    """6,000 rows through one prepared INSERT ... RETURNING; a row that conflicts (the
+    same dedupe key, in the table or earlier in the batch) returns nothing."""
     insert_or_skip = Prepared(
         sqlite_insert(messages)
         .on_conflict_do_nothing()
