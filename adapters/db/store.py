@@ -55,9 +55,6 @@ def to_db_time(moment: datetime) -> datetime:
     """Aware datetime -> naive UTC, the form every table stores."""
     if moment.tzinfo is None:
         return moment
-    if moment.tzinfo is UTC:
-        # The usual case, and a hot one (several per message): no conversion needed.
-        return moment.replace(tzinfo=None)
     return moment.astimezone(UTC).replace(tzinfo=None)
 
 
