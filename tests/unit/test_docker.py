@@ -202,6 +202,7 @@ def test_no_secret_is_written_into_the_compose_file():
         "SMS_GATEWAY__OPS__TOKEN",
         "SMS_GATEWAY__SMPP__PASSWORD",
         "SMS_GATEWAY__TWILIO__AUTH_TOKEN",
+        "SMS_GATEWAY__TWILIO__PREVIOUS_AUTH_TOKEN",
     }
     assert expected == secrets_seen
 
