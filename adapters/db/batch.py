@@ -22,7 +22,6 @@ from functools import cache
 from typing import Any
 
 from sqlalchemy import Connection, and_, bindparam, delete, insert, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.elements import BindParameter
 
 from adapters.db.prepared import Prepared
@@ -39,6 +38,7 @@ from adapters.db.store import (
     from_db_time,
     load_accounts,
     to_db_time,
+    upsert_for,
     upsert_into,
 )
 from sms_gateway.domain.model import (
@@ -102,7 +102,7 @@ _BOOKED_COLUMNS = ("t1", "t2", "t3", "status", "submitted_at", "channel", "phone
 @cache
 def _upsert_readings(dialect: str) -> Prepared:
     """A reading booked again in its period replaces the earlier one."""
-    upsert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(readings)
+    upsert = upsert_for(dialect, readings)
     return Prepared(
         upsert.on_conflict_do_update(
             index_elements=[readings.c.meter_id, readings.c.period],

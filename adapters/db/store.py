@@ -88,7 +88,12 @@ def _meter(row: Any) -> Meter:
 
 def upsert_into(conn: Connection | AsyncConnection, table: Any) -> Any:
     """INSERT that can say ON CONFLICT, in the connection's dialect."""
-    return (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(table)
+    return upsert_for(conn.dialect.name, table)
+
+
+def upsert_for(dialect: str, table: Any) -> Any:
+    """INSERT that can say ON CONFLICT, in the named dialect."""
+    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
 
 
 def booked_reading(meter: Meter, row: Any) -> BookedReading:
@@ -137,9 +142,8 @@ def load_accounts(conn: Connection, account_ids: Iterable[str]) -> dict[str, Acc
 
 @cache
 def _insert_inbound(dialect: str) -> Prepared:
-    insert_into = postgresql.insert if dialect == "postgresql" else sqlite.insert
     return Prepared(
-        insert_into(messages)
+        upsert_for(dialect, messages)
         .on_conflict_do_nothing()
         .returning(messages.c.id, messages.c.channel, messages.c.external_id, messages.c.dedupe_key)
     )
@@ -358,19 +362,17 @@ class SqlStore:
             self._writer_conn = self.batch_engine.connect()
         return self._writer_conn
 
-    def _close_writer_connection(self) -> None:
+    def _drop_writer_connection(self, broken: bool = True) -> None:
+        """Close the writer's connection; the next batch opens a new one. After a
+        failure it may be broken: it is invalidated rather than returned to the pool."""
         conn, self._writer_conn = self._writer_conn, None
-        if conn is not None:
-            conn.close()
-
-    def _drop_writer_connection(self) -> None:
-        """After a failure the connection may be broken: the next batch opens a new one."""
-        conn, self._writer_conn = self._writer_conn, None
-        if conn is not None:
+        if conn is None:
+            return
+        if broken:
             with contextlib.suppress(Exception):
                 conn.invalidate()
-            with contextlib.suppress(Exception):
-                conn.close()
+        with contextlib.suppress(Exception):
+            conn.close()
 
     @asynccontextmanager
     async def reader(self) -> AsyncIterator[StoreTransaction]:
@@ -390,7 +392,7 @@ class SqlStore:
     async def aclose(self) -> None:
         if self._batch_thread is not None:
             # The writer's connection belongs to its thread: closed there, last.
-            self._batch_thread.submit(self._close_writer_connection)
+            self._batch_thread.submit(self._drop_writer_connection, False)
             self._batch_thread.shutdown(wait=True)
         if self.batch_engine is not None:
             self.batch_engine.dispose()
