@@ -39,8 +39,9 @@ class SqlPartStore:
         self.commits = commits
         self.handed_on_ttl = timedelta(seconds=handed_on_ttl_s)
 
-    def _cutoff(self) -> datetime:
-        return to_db_time(datetime.now(UTC) - self.handed_on_ttl)
+    def _cutoff(self, now: datetime | None = None) -> datetime:
+        """Markers older than this are stale: their key may start a new message."""
+        return to_db_time((now or datetime.now(UTC)) - self.handed_on_ttl)
 
     async def save(self, part: MessagePart) -> None:
         def write(conn: Connection) -> None:
@@ -104,7 +105,7 @@ class SqlPartStore:
                 select(_marker.c.group_key)
                 .where(
                     _marker.c.sequence == HANDED_ON,
-                    _marker.c.received_at < to_db_time(now - self.handed_on_ttl),
+                    _marker.c.received_at < self._cutoff(now),
                 )
                 .scalar_subquery()
             )

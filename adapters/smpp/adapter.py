@@ -203,7 +203,7 @@ class SmppAdapter:
         self._closing = False
         # Every instance's parts, also groups a live instance is still collecting: this
         # instance's timeout for them starts now, after the collector's, and at the
-        # timeout it re-reads the group (rows gone: handed on elsewhere, forgotten).
+        # timeout it re-reads the group (empty: handed on elsewhere, forgotten).
         for part in await self.part_store.load():
             self._reassembler.add(part)
         modes = (
@@ -500,8 +500,8 @@ class SmppAdapter:
                 self._reassembler.retry_soon(group)
             return
         if not held:
-            # Stored, then discarded by another instance that handed the message on
-            # meanwhile: a late part, like one arriving while this instance hands on.
+            # Another instance handed the message on (before or after this part was
+            # stored): a late part, like one arriving while this instance hands on.
             self._reassembler.finish(group.key)
             return
         if group.complete and not group.handing_on:
@@ -509,7 +509,7 @@ class SmppAdapter:
 
     async def _read_group(self, group: PartGroup) -> bool:
         """Merge the group's stored parts (every instance's) into `group`; False when
-        no row is left: another instance handed the message on and discarded them."""
+        the store holds none: another instance handed the message on (its marker)."""
         stored = await self.part_store.load_group(group.key)
         self._reassembler.merge(group, stored)
         return bool(stored)

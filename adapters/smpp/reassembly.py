@@ -25,10 +25,10 @@ the binds of different instances): the store is also where they meet. After stor
 a part, and again before handing on an incomplete message, the adapter reads the
 group back (`load_group`: every instance's parts) and merges it into its
 `Reassembler`, the stored copy of each part winning. Whichever instance sees the set
-complete hands it on; rows gone means another instance handed it on and discarded
-them. Two instances handing on the same group at once is harmless: the joined
-message's identity is computed from stored values only, so the pipeline recognises
-the second as a redelivery.
+complete hands it on; an empty group means another instance handed it on (the
+store remembers that for its handed-on TTL). Two instances handing on the same group
+at once is harmless: the joined message's identity is computed from stored values
+only, so the pipeline recognises the second as a redelivery.
 """
 
 from __future__ import annotations
@@ -99,6 +99,10 @@ class MemoryPartStore:
 
     async def discard(self, group_key: str) -> None:
         self._parts.pop(group_key, None)
+        # Hand-ons past their TTL are forgotten here, as the table drops stale markers.
+        for key in [k for k in self._handed_on if not self._recently_handed_on(k)]:
+            del self._handed_on[key]
+            self._parts.pop(key, None)
         self._handed_on[group_key] = time.monotonic()
 
     async def load(self) -> list[MessagePart]:
