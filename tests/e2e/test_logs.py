@@ -11,7 +11,7 @@ from collections import Counter
 import pytest
 
 from tests.e2e.serve_support import ID_TLV, Serve, accounts_csv, cli, write_config
-from tests.integration.smpp_support import SmscPeer, require_peer
+from tests.integration.smpp_support import SmscPeer, smsc_fixture  # noqa: F401  (fixture)
 
 pytestmark = [pytest.mark.smsc, pytest.mark.timeout(120)]
 
@@ -20,17 +20,9 @@ FIRST_ACCOUNT = 4_100_000_000
 PREFIX = "7917"  # the peer's queue numbers MO senders 79170000000, 79170000001, ...
 
 
-@pytest.fixture
-async def peer():
-    require_peer()
-    smsc = await SmscPeer.start()
-    yield smsc
-    await smsc.close()
-
-
-async def test_info_log_is_json_with_one_masked_summary_per_mo(peer: SmscPeer, tmp_path) -> None:
+async def test_info_log_is_json_with_one_masked_summary_per_mo(smsc: SmscPeer, tmp_path) -> None:
     config = write_config(
-        tmp_path / "gateway.toml", f"sqlite+aiosqlite:///{tmp_path / 'gateway.db'}", peer.port
+        tmp_path / "gateway.toml", f"sqlite+aiosqlite:///{tmp_path / 'gateway.db'}", smsc.port
     )
     await cli(config, "db", "upgrade")
     await cli(
@@ -39,13 +31,13 @@ async def test_info_log_is_json_with_one_masked_summary_per_mo(peer: SmscPeer, t
     log_file = tmp_path / "serve.log"
     serve = Serve(config, log_file).start()
     try:
-        await peer.wait_bound(timeout=30)
+        await smsc.wait_bound(timeout=30)
         texts = [f"{FIRST_ACCOUNT + i} 1100" for i in range(MO_COUNT)]
-        await peer.command(
+        await smsc.command(
             "queue", count=MO_COUNT, window=10, texts=texts, destination_addr="7377", id_tlv=ID_TLV
         )
         deadline = time.monotonic() + 30
-        while (await peer.command("queue_status"))["answered"] < MO_COUNT:
+        while (await smsc.command("queue_status"))["answered"] < MO_COUNT:
             assert time.monotonic() < deadline, "not every MO was answered"
             await asyncio.sleep(0.1)
         assert serve.stop() == 0
