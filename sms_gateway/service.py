@@ -120,6 +120,9 @@ class GatewayService:
         self.store = store
         self.parser = parser
         self.metrics = metrics
+        # (channel, outcome) -> its counter and the channel's histogram, resolved once:
+        # labels() costs more than the increment, twice per inbound SMS.
+        self._handled_metrics: dict[tuple[str, str], tuple[Any, Any]] = {}
         self.clock = clock
         self.timezone = ZoneInfo(settings.gateway.timezone)
         self.rules = settings.rules
@@ -294,8 +297,9 @@ class GatewayService:
             elapsed = time.perf_counter() - job.started
             account = result.decided.account if result.decided else None
             if not result.redelivery:
-                self.metrics.inbound_messages.labels(inbound.channel, result.outcome).inc()
-                self.metrics.handle_seconds.labels(inbound.channel).observe(elapsed)
+                counted, timed = self._metrics_for(inbound.channel, result.outcome)
+                counted.inc()
+                timed.observe(elapsed)
                 reply = result.reply
                 if reply is not None and reply.id is not None and reply.status == "sending":
                     direct.setdefault(inbound.channel, []).append(
@@ -327,6 +331,16 @@ class GatewayService:
         for channel in queued_channels:
             for listener in self._reply_listeners:
                 listener(channel)
+
+    def _metrics_for(self, channel: str, outcome: str) -> tuple[Any, Any]:
+        key = (channel, outcome)
+        found = self._handled_metrics.get(key)
+        if found is None:
+            found = self._handled_metrics[key] = (
+                self.metrics.inbound_messages.labels(channel, outcome),
+                self.metrics.handle_seconds.labels(channel),
+            )
+        return found
 
     # -- deciding ----------------------------------------------------------
 

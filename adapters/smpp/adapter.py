@@ -162,6 +162,8 @@ class SmppAdapter:
         self.pipeline = pipeline
         self.outbox = outbox
         self.metrics = metrics
+        # Resolved once: labels() costs more than the increment, on every reply.
+        self._replies_sent = metrics.replies.labels(CHANNEL, "sent") if metrics else None
         self.part_store: PartStore = part_store or MemoryPartStore()
         self.state = "disabled" if not settings.enabled else "stopped"
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -677,8 +679,8 @@ class SmppAdapter:
                 }
                 message_ids.append(await self._submit(params))
             await self.outbox.mark_sent(outbound.id, message_ids[0])
-            if self.metrics is not None:
-                self.metrics.replies.labels(channel=CHANNEL, result="sent").inc()
+            if self._replies_sent is not None:
+                self._replies_sent.inc()
             log.info(
                 "smpp.reply_sent",
                 outbound_id=outbound.id,
