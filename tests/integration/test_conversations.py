@@ -41,6 +41,20 @@ async def test_readings_in_every_accepted_shape(gateway, clock):
     )
 
 
+async def test_a_date_in_the_text_is_not_a_reading(gateway, clock):
+    """A two-zone account with a date after its readings books the two readings."""
+    await run_script(
+        gateway,
+        clock,
+        """
+        79167654321 > 5550001112 5450 2130 на 18.11.2026
+        < Приняты показания ЛС 5550001112: Т1 5450 (+50), Т2 2130 (+30).
+        79161234567 > 1234567833 1234 18 ноября
+        < Приняты показания ЛС 1234567833: Т1 1234 (+50).
+        """,
+    )
+
+
 async def test_registered_phone_may_omit_the_account(gateway, clock):
     """Д5450 Н2130 from the phone listed for a two-zone account books that account."""
     await run_script(
