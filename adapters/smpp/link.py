@@ -6,10 +6,12 @@ through a command queue plus a socketpair that wakes its `select`, and hears bac
 through `loop.call_soon_threadsafe` with batches of events (one call per chunk read
 from the socket, not one per PDU, so a burst does not flood the loop's self-pipe).
 
-smpplib is used for connect/bind, building and parsing PDUs and sending them. The
-read loop is our own: `Client.listen()` blocks in `recv` and cannot also wait for the
-command queue, and its `_message_received` answers deliver_sm synchronously, while we
-must answer only once the asyncio side has stored the message.
+smpplib is used for connect/bind and for the session's PDUs; the four PDUs every MO
+costs (deliver_sm, deliver_sm_resp, submit_sm, submit_sm_resp) are read and written by
+`adapters.smpp.pdus`, and what the asyncio side queued meanwhile goes out in one write.
+The read loop is our own: `Client.listen()` blocks in `recv` and cannot also wait for
+the command queue, and its `_message_received` answers deliver_sm synchronously, while
+we must answer only once the asyncio side has stored the message.
 """
 
 from __future__ import annotations
@@ -30,7 +32,18 @@ import structlog
 from smpplib import client as smpplib_client
 from smpplib import consts, exceptions, smpp
 
-from adapters.smpp.pdus import DeliverSm, PduParseError, frame_length, parse_deliver_sm, parse_other
+from adapters.smpp.pdus import (
+    DELIVER_SM,
+    SUBMIT_SM_RESP,
+    DeliverSm,
+    PduParseError,
+    encode_deliver_sm_resp,
+    encode_submit_sm,
+    frame_length,
+    parse_deliver_sm,
+    parse_other,
+    parse_submit_sm_resp,
+)
 from sms_gateway.config import SmppSettings
 
 log = structlog.get_logger("adapters.smpp.link")
@@ -38,6 +51,7 @@ log = structlog.get_logger("adapters.smpp.link")
 ESME_ROK = consts.SMPP_ESME_ROK
 ESME_RINVCMDID = consts.SMPP_ESME_RINVCMDID
 ESME_RX_P_APPN = consts.SMPP_ESME_RX_P_APPN
+ESME_RSUBMITFAIL = consts.SMPP_ESME_RSUBMITFAIL
 GENERIC_NACK = 0x80000000
 MAX_PDU = 65536
 
@@ -120,6 +134,8 @@ class SmppLink:
         self._session = 0
         self._outstanding: dict[int, tuple[int, float]] = {}  # sequence -> (token, deadline)
         self._events: list[LinkEvent] = []
+        # Hot-path PDUs encoded and not yet written: one sendall per turn of the loop.
+        self._out = bytearray()
 
     @property
     def receives(self) -> bool:
@@ -272,6 +288,7 @@ class SmppLink:
         assert sock is not None
         settings = self.settings
         buffer = bytearray()
+        self._out.clear()  # nothing from an earlier session goes out on this one
         now = time.monotonic()
         next_enquire = now + settings.enquire_link_s
         enquire_deadline: float | None = None
@@ -302,22 +319,18 @@ class SmppLink:
                 if kind == "resp":
                     _, session, sequence, status = command
                     if session == self._session:
-                        self._send_response("deliver_sm_resp", sequence, status)
+                        self._out += encode_deliver_sm_resp(sequence, status)
                 elif kind == "submit":
                     _, token, params = command
-                    pdu = smpp.make_pdu("submit_sm", client=client, **params)
-                    client.send_pdu(pdu)
-                    self._outstanding[pdu.sequence] = (
-                        token,
-                        time.monotonic() + settings.response_timeout_s,
-                    )
+                    self._queue_submit(client, token, params)
                 elif kind == "enquire_link":
-                    client.send_pdu(smpp.make_pdu("enquire_link", client=client))
+                    self._send_pdu(client, smpp.make_pdu("enquire_link", client=client))
                     enquire_deadline = time.monotonic() + settings.response_timeout_s
                 elif kind == "unbind" and unbind_deadline is None:
                     unbind_deadline = self._send_unbind(client)
                 elif kind == "close":
                     raise _Stop("closed without unbind_resp", clean=True)
+            self._write_out(sock)
             if sock in readable:
                 data = sock.recv(MAX_PDU)
                 if not data:
@@ -338,13 +351,14 @@ class SmppLink:
                     if outcome == "enquire_link_resp":
                         enquire_deadline = None
                 del buffer[:position]
+                self._write_out(sock)
             now = time.monotonic()
             if unbind_deadline is not None and now >= unbind_deadline:
                 raise _Stop("no unbind_resp in time", clean=True)
             if enquire_deadline is not None and now >= enquire_deadline:
                 raise _Stop("enquire_link not answered in time")
             if enquire_deadline is None and now >= next_enquire and unbind_deadline is None:
-                client.send_pdu(smpp.make_pdu("enquire_link", client=client))
+                self._send_pdu(client, smpp.make_pdu("enquire_link", client=client))
                 enquire_deadline = now + settings.response_timeout_s
                 next_enquire = now + settings.enquire_link_s
             while self._outstanding:
@@ -355,8 +369,32 @@ class SmppLink:
                 self._post(SubmitResult(token, None, None))
             self._flush()
 
+    def _queue_submit(
+        self, client: smpplib_client.Client, token: int, params: dict[str, Any]
+    ) -> None:
+        sequence = client.next_sequence()
+        try:
+            self._out += encode_submit_sm(sequence, **params)
+        except (ValueError, TypeError, UnicodeEncodeError) as exc:
+            # Nothing an SMSC would accept: the reply fails rather than the session.
+            log.error("smpp.submit_unencodable", error=str(exc), link=self.mode)
+            self._post(SubmitResult(token, ESME_RSUBMITFAIL, None))
+            return
+        self._outstanding[sequence] = (token, time.monotonic() + self.settings.response_timeout_s)
+
+    def _write_out(self, sock: socket.socket) -> None:
+        if self._out:
+            data, self._out = bytes(self._out), bytearray()
+            sock.sendall(data)
+
+    def _send_pdu(self, client: smpplib_client.Client, pdu: Any) -> None:
+        """A PDU through smpplib, after what is queued: the SMSC sees them in order."""
+        assert client._socket is not None
+        self._write_out(client._socket)
+        client.send_pdu(pdu)
+
     def _send_unbind(self, client: smpplib_client.Client) -> float:
-        client.send_pdu(smpp.make_pdu("unbind", client=client))
+        self._send_pdu(client, smpp.make_pdu("unbind", client=client))
         return time.monotonic() + self.settings.response_timeout_s
 
     def _send_response(self, command: str, sequence: int, status: int) -> None:
@@ -364,28 +402,34 @@ class SmppLink:
         assert client is not None
         pdu = smpp.make_pdu(command, client=client, status=status)
         pdu.sequence = sequence  # smpplib would otherwise stamp its own next sequence
-        client.send_pdu(pdu)
+        self._send_pdu(client, pdu)
 
     def _send_generic_nack(self, sequence: int, status: int) -> None:
         client = self._client
         assert client is not None
         pdu = smpp.make_pdu("generic_nack", client=client, status=status)
         pdu.sequence = sequence
-        client.send_pdu(pdu)
+        self._send_pdu(client, pdu)
 
     def _handle(
         self, client: smpplib_client.Client, raw: bytes, now: float, unbinding: bool
     ) -> str:
         command_id = int.from_bytes(raw[4:8], "big")
-        if command_id == 0x00000005:  # deliver_sm: the hot path, parsed without detours
+        if command_id == DELIVER_SM:  # the hot path, read without smpplib
             try:
-                deliver = parse_deliver_sm(raw, client)
+                deliver = parse_deliver_sm(raw)
             except PduParseError as exc:
                 log.error("smpp.deliver_sm_unreadable", error=str(exc), link=self.mode)
-                self._send_response("deliver_sm_resp", exc.sequence, ESME_RX_P_APPN)
+                self._out += encode_deliver_sm_resp(exc.sequence, ESME_RX_P_APPN)
                 return "deliver_sm"
             self._post(Delivered(self._session, deliver, now))
             return "deliver_sm"
+        if command_id == SUBMIT_SM_RESP:
+            sequence, status, message_id = parse_submit_sm_resp(raw)
+            entry = self._outstanding.pop(sequence, None)
+            if entry is not None:
+                self._post(SubmitResult(entry[0], status, message_id))
+            return "submit_sm_resp"
         try:
             pdu: Any = parse_other(raw, client)
         except PduParseError as exc:
@@ -394,14 +438,11 @@ class SmppLink:
                 self._send_generic_nack(exc.sequence, ESME_RINVCMDID)
             return "unknown"
         command: str = pdu.command
-        if command == "submit_sm_resp" or command == "generic_nack":
+        if command == "generic_nack":
             entry = self._outstanding.pop(pdu.sequence, None)
             if entry is not None:
-                message_id = getattr(pdu, "message_id", None)
-                if isinstance(message_id, bytes):
-                    message_id = message_id.decode("latin-1")
-                self._post(SubmitResult(entry[0], pdu.status, message_id or None))
-            elif command == "generic_nack":
+                self._post(SubmitResult(entry[0], pdu.status, None))
+            else:
                 log.warning("smpp.generic_nack", status=pdu.status, link=self.mode)
         elif command == "enquire_link":
             self._send_response("enquire_link_resp", pdu.sequence, ESME_ROK)
