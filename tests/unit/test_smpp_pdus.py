@@ -110,7 +110,9 @@ def test_deliver_sm_keeps_every_tlv_after_the_short_message() -> None:
         # source_addr without its NUL
         bytes.fromhex("00000016 00000005 00000000 00000007 00 0101 3739"),
         # sm_length 10, one octet of short_message
-        bytes.fromhex("00000020 00000005 00000000 00000007 00 0101 3700 0000 3700 000000 00 00 00000000 0a 41"),
+        bytes.fromhex(
+            "00000020 00000005 00000000 00000007 00 0101 3700 0000 3700 000000 00 00 00000000 0a 41"
+        ),
     ],
 )
 def test_a_broken_deliver_sm_is_refused_with_its_sequence(raw: bytes) -> None:
