@@ -289,7 +289,8 @@ class GatewayService:
         direct: dict[str, list[OutboundSms]] = {}
         for job in batch:
             if job.kind == "accept":
-                job.future.set_result(None)
+                if not job.future.done():  # done: its caller was cancelled
+                    job.future.set_result(None)
                 continue
             result = handled[id(job)]
             inbound = job.inbound
@@ -323,9 +324,10 @@ class GatewayService:
                 latency_ms=round(elapsed * 1000, 2),
             )
             extra = {"redelivery": "true"} if result.redelivery else {}
-            job.future.set_result(
-                Reply(result.outcome, result.text, job.inbound_id, result.reply_id, extra)
-            )
+            if not job.future.done():
+                job.future.set_result(
+                    Reply(result.outcome, result.text, job.inbound_id, result.reply_id, extra)
+                )
         for channel, replies in direct.items():
             self._direct_senders[channel].offer(replies)
         for channel in queued_channels:

@@ -55,7 +55,8 @@ class GroupCommit:
 
         results = await self.store.run_transaction(run_all)
         for queued, result in zip(batch, results, strict=True):
-            queued.future.set_result(result)
+            if not queued.future.done():  # done: its caller was cancelled
+                queued.future.set_result(result)
 
 
 def _log_failure(_queued: _Queued, error: Exception) -> Exception:
