@@ -43,3 +43,16 @@ def mask_phone(phone: str | None) -> str:
         return "*" * len(phone)
     head = 5 if len(phone) > 9 else 2
     return phone[:head] + "*" * (len(phone) - head - 4) + phone[-4:]
+
+
+@functools.lru_cache(maxsize=65536)
+def own_phone_spellings(phone: str) -> frozenset[str]:
+    """How a subscriber may type their own number in a text, digits only:
+    `+79161234567` -> 79161234567, 89161234567, 9161234567. Other countries: the
+    international digits."""
+    digits = phone.lstrip("+")
+    if not digits.isdigit():
+        return frozenset()
+    if len(digits) == 11 and digits[0] == "7":
+        return frozenset({digits, "8" + digits[1:], digits[1:]})
+    return frozenset({digits})

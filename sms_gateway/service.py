@@ -41,7 +41,7 @@ from sms_gateway.domain.replies import ReplyContext, compose_reply
 from sms_gateway.domain.rules import assign_zones, choose_period, evaluate_reading, match_meter
 from sms_gateway.errors import TemporaryFailure
 from sms_gateway.metrics import GatewayMetrics
-from sms_gateway.phones import mask_phone
+from sms_gateway.phones import mask_phone, own_phone_spellings
 from sms_gateway.ports import AcceptedInbound, DirectSender, OutboundSms
 
 log = structlog.get_logger("sms_gateway.service")
@@ -555,22 +555,33 @@ class GatewayService:
         is a known account; else the only number that is a known account; else
         the one account the phone is linked to, when no number looks like one.
         """
+        numbers = self._without_own_phone(tx, phone, parsed.numbers)
         if parsed.account_hint is not None:
             found = tx.load_accounts([parsed.account_hint])
-            return found.get(parsed.account_hint), parsed.numbers, parsed.account_hint
-        candidates = [n for n in parsed.numbers if self._account_pattern.fullmatch(n)]
+            return found.get(parsed.account_hint), numbers, parsed.account_hint
+        candidates = [n for n in numbers if self._account_pattern.fullmatch(n)]
         if not candidates:
-            return self._phone_account(tx, phone), parsed.numbers, None
+            return self._phone_account(tx, phone), numbers, None
         known = tx.load_accounts(candidates)
-        first = parsed.numbers[0]
+        first = numbers[0]
         if first in known:
-            return known[first], parsed.numbers[1:], None
-        known_positions = [i for i, n in enumerate(parsed.numbers) if n in known]
+            return known[first], numbers[1:], None
+        known_positions = [i for i, n in enumerate(numbers) if n in known]
         if len(known_positions) == 1:
             index = known_positions[0]
-            rest = parsed.numbers[:index] + parsed.numbers[index + 1 :]
-            return known[parsed.numbers[index]], rest, None
-        return None, parsed.numbers, candidates[0]
+            rest = numbers[:index] + numbers[index + 1 :]
+            return known[numbers[index]], rest, None
+        return None, numbers, candidates[0]
+
+    @staticmethod
+    def _without_own_phone(tx: BatchUnit, phone: str, numbers: tuple[str, ...]) -> tuple[str, ...]:
+        """The numbers without the sender's own phone number, which subscribers add
+        ("89161234567 1234567833 5450"); kept where it is also a known account."""
+        own = own_phone_spellings(phone)
+        if not own or not any(n in own for n in numbers):
+            return numbers
+        accounts = tx.load_accounts([n for n in numbers if n in own])
+        return tuple(n for n in numbers if n not in own or n in accounts)
 
     @staticmethod
     def _resolve_meter(

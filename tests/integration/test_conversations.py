@@ -55,6 +55,34 @@ async def test_a_date_in_the_text_is_not_a_reading(gateway, clock):
     )
 
 
+async def test_the_senders_own_phone_number_in_the_text_is_skipped(gateway, clock):
+    """Subscribers add their own number in any spelling, before or after the rest."""
+    await run_script(
+        gateway,
+        clock,
+        """
+        79161234567 > 89161234567 1234567833 1234
+        < Приняты показания ЛС 1234567833: Т1 1234 (+50).
+        79167654321 > 5550001112 5450 2130 +79167654321
+        < Приняты показания ЛС 5550001112: Т1 5450 (+50), Т2 2130 (+30).
+        79167654321 > 9167654321 Т1 5450 Т2 2130
+        < Эти показания ЛС 5550001112 уже приняты: Т1 5450, Т2 2130.
+        """,
+    )
+
+
+async def test_another_phone_number_in_the_text_is_not_skipped(gateway, clock):
+    """Only the sender's own number is dropped: someone else's is read as a number."""
+    replies = await run_script(
+        gateway,
+        clock,
+        """
+        79161234567 > 89160000000 1234567833 1234
+        """,
+    )
+    assert replies[0].outcome != "accepted"
+
+
 async def test_registered_phone_may_omit_the_account(gateway, clock):
     """Д5450 Н2130 from the phone listed for a two-zone account books that account."""
     await run_script(
