@@ -160,3 +160,13 @@ inbound_parts = Table(
     Column("received_at", DateTime(), nullable=False),
     UniqueConstraint("group_key", "sequence"),
 )
+
+# Wrong ops tokens per client address: the guessing throttle holds across instances.
+ops_login_failures = Table(
+    "ops_login_failures",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("address", String(64), nullable=False),
+    Column("failed_at", DateTime(), nullable=False),
+    Index(None, "address", "failed_at"),
+)

@@ -65,7 +65,9 @@ def _ops_guard(auth: OpsAuth) -> Middleware:
         if not request.path.startswith("/api/"):
             return await handler(request)
         address = client_address(request)
-        wait_s = auth.failed_attempts.retry_after(address)
+        attempts = auth.failed_attempts
+        failures, oldest = await attempts.recent(address)
+        wait_s = attempts.wait_s(failures, oldest)
         if wait_s is not None:
             return json_error(
                 429,
@@ -74,14 +76,14 @@ def _ops_guard(auth: OpsAuth) -> Middleware:
             )
         if not auth.authenticated(request):
             if bearer_token(request) is not None:  # a wrong one is a guess
-                auth.failed_attempts.failed(address)
+                await attempts.failed(address)
             message = (
                 "a valid ops token is required (Authorization: Bearer ...)"
                 if auth.configured
                 else "the ops API is off: no [ops] token is configured"
             )
             return json_error(401, message, {"WWW-Authenticate": 'Bearer realm="ops"'})
-        auth.failed_attempts.succeeded(address)
+        await attempts.succeeded(address, failures)
         return await handler(request)
 
     return require_ops
@@ -133,7 +135,7 @@ def create_app(
     `twilio_sender` replaces the REST sender built from settings (tests use one that
     talks to a local server); it is only used with `[twilio] reply_mode = "rest"`.
     """
-    auth = OpsAuth(gateway.settings.ops.token)
+    auth = OpsAuth(gateway.settings.ops.token, gateway.store)
     app = web.Application(middlewares=[json_errors, security_headers, _ops_guard(auth)])
     app[GATEWAY_KEY] = gateway
     app[LINK_STATE_KEY] = link_state

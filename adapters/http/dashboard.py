@@ -216,7 +216,7 @@ async def login_form(request: web.Request) -> web.StreamResponse:
 async def login(request: web.Request) -> web.StreamResponse:
     auth: OpsAuth = request.app[AUTH_KEY]
     address = client_address(request)
-    wait_s = auth.failed_attempts.retry_after(address)
+    wait_s = await auth.failed_attempts.retry_after(address)
     if wait_s is not None:
         log.warning("ops_login_throttled", retry_after_s=wait_s)
         response = aiohttp_jinja2.render_template(
@@ -233,12 +233,12 @@ async def login(request: web.Request) -> web.StreamResponse:
     form = await request.post()
     token = form.get("token")
     if isinstance(token, str) and auth.token_matches(token.strip()):
-        auth.failed_attempts.succeeded(address)
+        await auth.failed_attempts.succeeded(address)
         response = web.HTTPSeeOther("/")
         auth.set_session_cookie(request, response)
         log.info("ops_login")
         raise response
-    auth.failed_attempts.failed(address)
+    await auth.failed_attempts.failed(address)
     log.warning("ops_login_failed")
     return aiohttp_jinja2.render_template(
         "login.html",

@@ -9,9 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import delete, func, insert, or_, select
 
-from adapters.db.schema import accounts, messages
+from adapters.db.schema import accounts, messages, ops_login_failures
 from adapters.db.store import SqlStore, from_db_time, to_db_time
 
 
@@ -148,3 +148,41 @@ async def inbound_queue_depth(store: SqlStore) -> int:
             .where(messages.c.direction == "in", messages.c.status == "received")
         )
         return int(result.scalar_one())
+
+
+async def recent_login_failures(
+    store: SqlStore, address: str, since: datetime
+) -> tuple[int, datetime | None]:
+    """Wrong ops tokens from `address` after `since`: how many, and the oldest."""
+    async with store.reader() as tx:
+        row = (
+            await tx.conn.execute(
+                select(func.count(), func.min(ops_login_failures.c.failed_at)).where(
+                    ops_login_failures.c.address == address,
+                    ops_login_failures.c.failed_at > to_db_time(since),
+                )
+            )
+        ).one()
+    return int(row[0]), from_db_time(row[1]) if row[1] is not None else None
+
+
+async def record_login_failure(
+    store: SqlStore, address: str, at: datetime, forget_before: datetime
+) -> None:
+    """One more wrong token from `address`; rows past the window go at the same time."""
+    async with store.transaction() as tx:
+        await tx.conn.execute(
+            delete(ops_login_failures).where(
+                ops_login_failures.c.failed_at <= to_db_time(forget_before)
+            )
+        )
+        await tx.conn.execute(
+            insert(ops_login_failures).values(address=address, failed_at=to_db_time(at))
+        )
+
+
+async def forget_login_failures(store: SqlStore, address: str) -> None:
+    async with store.transaction() as tx:
+        await tx.conn.execute(
+            delete(ops_login_failures).where(ops_login_failures.c.address == address)
+        )

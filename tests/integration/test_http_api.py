@@ -13,6 +13,7 @@ from structlog.testing import capture_logs
 from adapters.db.bulk import export_readings, import_accounts
 from adapters.db.schema import meters, readings
 from adapters.http import create_app
+from adapters.http.auth import FailedAttempts
 from adapters.http.keys import AUTH_KEY
 from sms_gateway import __version__
 from sms_gateway.bootstrap import build_gateway
@@ -203,6 +204,54 @@ async def test_guessing_the_token_is_throttled_per_address(ops):
     assert 401 == (await client.post("/login", data={"token": "again"})).status
     ok = await client.post("/login", data={"token": OPS_TOKEN}, allow_redirects=False)
     assert 303 == ok.status
+
+
+async def test_guesses_count_across_instances_on_one_database(
+    ops, db_url, settings_for, gateway_factory, aiohttp_client
+):
+    """Three wrong tokens at one instance and two at another, sharing the database: the
+    address is throttled at both, and a success at either clears it for both."""
+    first, _gateway = ops
+    other_gateway = await gateway_factory(settings_for(db_url, ops={"token": OPS_TOKEN}))
+    second = await aiohttp_client(create_app(other_gateway, link_state=lambda: "bound"))
+    clock = _Clock()
+    clock.now = 2_000_000_000.0
+    for client in (first, second):
+        client.server.app[AUTH_KEY].failed_attempts.clock = clock
+
+    for guess in range(3):
+        assert 401 == (await first.post("/login", data={"token": f"guess-{guess}"})).status
+    for guess in range(2):
+        wrong = await second.get("/api/messages", headers={"Authorization": f"Bearer g{guess}"})
+        assert 401 == wrong.status
+
+    for client in (first, second):
+        throttled = await client.get("/api/messages", headers=BEARER)
+        assert (429, str(15 * 60)) == (throttled.status, throttled.headers["Retry-After"])
+
+    clock.now += 15 * 60 + 1
+    assert 200 == (await second.get("/api/messages", headers=BEARER)).status
+    for guess in range(4):  # the success cleared the count everywhere: 4 more are allowed
+        assert 401 == (await first.post("/login", data={"token": f"again-{guess}"})).status
+    assert 200 == (await second.get("/api/messages", headers=BEARER)).status
+
+
+async def test_guesses_are_counted_in_memory_while_the_database_is_away(settings_for):
+    """No database: each instance still throttles by its own count, per address."""
+    dead = await build_gateway(
+        settings_for("postgresql+asyncpg://gateway@127.0.0.1:1/gateway"), check_schema=False
+    )
+    try:
+        attempts = FailedAttempts(dead.store, clock=lambda: 2_000_000_000.0)
+        assert await attempts.retry_after("192.0.2.7") is None
+        for _ in range(5):
+            await attempts.failed("192.0.2.7")
+        assert 15 * 60 == await attempts.retry_after("192.0.2.7")
+        assert await attempts.retry_after("192.0.2.8") is None
+        await attempts.succeeded("192.0.2.7")
+        assert await attempts.retry_after("192.0.2.7") is None
+    finally:
+        await dead.aclose()
 
 
 async def test_stale_cookies_and_missing_tokens_are_not_counted_as_guesses(ops):
