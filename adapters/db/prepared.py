@@ -21,9 +21,11 @@ from __future__ import annotations
 from collections import namedtuple
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.sql.base import Executable
 from sqlalchemy.sql.dml import ValuesBase
 
@@ -39,6 +41,8 @@ class _Form:
     # Values the statement carries itself (`direction == "out"`).
     literals: dict[str, Any]
     bind: tuple[_Converter, ...]
+    # (name, converter) per placeholder, when no parameter expands: the common case.
+    pairs: tuple[tuple[str, _Converter], ...] | None
     row: Any  # a namedtuple class for the result columns, or None
     result: tuple[_Converter, ...]
 
@@ -46,6 +50,30 @@ class _Form:
 def _plain_sqlite(conn: Connection) -> bool:
     """The stdlib sqlite3 driver (the batch writer's), not aiosqlite or asyncpg."""
     return conn.dialect.driver == "pysqlite"
+
+
+def _bind_converter(impl: Any, dialect: Any) -> _Converter:
+    """The type's bind processor; for SQLite's DATETIME in its default storage format,
+    one that writes the same text through `datetime.isoformat`, which is C: the
+    default builds a dict and %-formats it, five times per SMS."""
+    converter: _Converter = impl.bind_processor(dialect)
+    if isinstance(impl, sqlite.DATETIME) and impl._storage_format == _SQLITE_DATETIME_FORMAT:
+        return _sqlite_datetime(converter)
+    return converter
+
+
+_SQLITE_DATETIME_FORMAT: str = sqlite.DATETIME._storage_format
+
+
+def _sqlite_datetime(general: _Converter) -> _Converter:
+    assert general is not None
+
+    def convert(value: Any) -> Any:
+        if value.__class__ is datetime and value.tzinfo is None:
+            return value.isoformat(" ", "microseconds")
+        return general(value)  # None, a date, an aware datetime, a subclass
+
+    return convert
 
 
 class Prepared:
@@ -127,7 +155,7 @@ class Prepared:
         names: list[str] = []
         bind: list[_Converter] = []
         for name in compiled.positiontup:
-            converter = compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect)
+            converter = _bind_converter(compiled.binds[name].type.dialect_impl(dialect), dialect)
             count = lengths.get(name, 1)
             names.extend([name] * count)
             bind.extend([converter] * count)
@@ -146,12 +174,25 @@ class Prepared:
             result = tuple(
                 c.type.dialect_impl(dialect).result_processor(dialect, None) for c in columns
             )
-        return _Form(sql, tuple(names), frozenset(lengths), literals, tuple(bind), row, result)
+        pairs = None if lengths else tuple(zip(names, bind, strict=True))
+        return _Form(
+            sql, tuple(names), frozenset(lengths), literals, tuple(bind), pairs, row, result
+        )
 
     # -- running --------------------------------------------------------------------
 
     @staticmethod
     def _bind(form: _Form, params: Mapping[str, Any]) -> list[Any]:
+        pairs = form.pairs
+        if pairs is not None:
+            # One comprehension instead of an indexed loop: this runs for every row
+            # the writer writes, about fifty values per SMS.
+            if form.literals:
+                params = {**form.literals, **params}
+            return [
+                params[name] if converter is None else converter(params[name])
+                for name, converter in pairs
+            ]
         values: list[Any] = []
         expanding = form.expanding
         position = 0

@@ -8,14 +8,17 @@ carry the same Python types, or time comparisons and flags would silently go wro
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from sqlalchemy import Connection, bindparam, create_engine, func, insert, select, update
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from adapters.db.prepared import Prepared
+from adapters.db.prepared import Prepared, _bind_converter
 from adapters.db.schema import messages, metadata
 
 MORNING = datetime(2026, 11, 18, 9, 0, 0)
@@ -132,3 +135,21 @@ def test_executemany_update_takes_its_set_clause_from_the_keys(conn: Connection)
         (2, "failed", None),
         (3, "failed", None),
     ]
+
+
+@given(
+    st.one_of(
+        st.none(),
+        st.datetimes(),
+        st.dates(),
+        st.datetimes(timezones=st.just(UTC)),
+    )
+)
+def test_datetimes_are_written_as_sqlalchemy_writes_them(value: object) -> None:
+    """The fast SQLite datetime converter: the same text as SQLAlchemy's, for anything."""
+    dialect = sqlite.dialect()
+    impl = sqlite.DATETIME()
+    general = impl.bind_processor(dialect)
+    fast = _bind_converter(impl, dialect)
+    assert fast is not None and general is not None
+    assert fast(value) == general(value)
