@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from adapters.db.schema import messages, readings
 from tests.e2e.serve_support import ID_TLV, Serve, accounts_csv, cli, write_config
-from tests.integration.smpp_support import SmscPeer, require_peer
+from tests.integration.smpp_support import SmscPeer, smsc_fixture  # noqa: F401  (fixture)
 
 pytestmark = [pytest.mark.smsc, pytest.mark.timeout(900)]
 
@@ -95,34 +95,31 @@ async def _start_queue(peer: SmscPeer) -> None:
     )
 
 
-@pytest.fixture
-async def peer():
-    require_peer()
-    smsc = await SmscPeer.start()
-    yield smsc
-    await smsc.close()
-
-
-async def test_kill_9_mid_burst_loses_nothing_and_books_once(db_url, peer, tmp_path):
+async def test_kill_9_mid_burst_loses_nothing_and_books_once(db_url, smsc, tmp_path):
     """serve takes a 3,000 MO burst, is killed with SIGKILL after 1,000 acks, restarts,
     and the SMSC redelivers what was unacknowledged: one booking, one reply row and at
     least one submit_sm per MO, nothing left in the outbox, and a clean SIGTERM stop."""
-    config = write_config(tmp_path / "gateway.toml", db_url, peer.port)
-    await cli(config, "accounts", "import", str(accounts_csv(tmp_path / "accounts.csv", MO_COUNT, FIRST_ACCOUNT)))
+    config = write_config(tmp_path / "gateway.toml", db_url, smsc.port)
+    await cli(
+        config,
+        "accounts",
+        "import",
+        str(accounts_csv(tmp_path / "accounts.csv", MO_COUNT, FIRST_ACCOUNT)),
+    )
     first = Serve(config, tmp_path / "serve-1.log").start()
     second = Serve(config, tmp_path / "serve-2.log")
     try:
-        await peer.wait_bound(timeout=60)
-        await _start_queue(peer)
-        at_kill = await _until_acked(peer, KILL_AFTER_ACKED, timeout=300)
+        await smsc.wait_bound(timeout=60)
+        await _start_queue(smsc)
+        at_kill = await _until_acked(smsc, KILL_AFTER_ACKED, timeout=300)
         first.kill9()
         assert at_kill["acked"] < MO_COUNT, "the kill came after the burst"
 
         second.start()
-        await peer.wait_bound(count=2, timeout=60)
-        done = await peer.wait_for(lambda e: e.get("event") == "queue_done", timeout=600)
+        await smsc.wait_bound(count=2, timeout=60)
+        done = await smsc.wait_for(lambda e: e.get("event") == "queue_done", timeout=600)
         await _until_outbox_drained(db_url)
-        final = await peer.command("queue_status")
+        final = await smsc.command("queue_status")
         assert 0 == second.stop(), (tmp_path / "serve-2.log").read_text()[-3000:]
     finally:
         first.ensure_dead()
@@ -137,27 +134,30 @@ async def test_kill_9_mid_burst_loses_nothing_and_books_once(db_url, peer, tmp_p
 
 
 @pytest.mark.postgres
-async def test_two_instances_share_the_work_and_survive_one_being_killed(
-    pg_url, peer, tmp_path
-):
+async def test_two_instances_share_the_work_and_survive_one_being_killed(pg_url, smsc, tmp_path):
     """Two serve processes on one PostgreSQL, each with its own bind: the SMSC spreads
     the burst over both, one is killed with SIGKILL mid-way and is not restarted; the
     survivor takes the redeliveries, handles what the dead one had stored, re-sends
     what it had claimed: every MO booked once and answered."""
-    config_a = write_config(tmp_path / "a.toml", pg_url, peer.port)
-    config_b = write_config(tmp_path / "b.toml", pg_url, peer.port)
-    await cli(config_a, "accounts", "import", str(accounts_csv(tmp_path / "accounts.csv", MO_COUNT, FIRST_ACCOUNT)))
+    config_a = write_config(tmp_path / "a.toml", pg_url, smsc.port)
+    config_b = write_config(tmp_path / "b.toml", pg_url, smsc.port)
+    await cli(
+        config_a,
+        "accounts",
+        "import",
+        str(accounts_csv(tmp_path / "accounts.csv", MO_COUNT, FIRST_ACCOUNT)),
+    )
     a = Serve(config_a, tmp_path / "a.log").start()
     b = Serve(config_b, tmp_path / "b.log").start()
     try:
-        await peer.wait_bound(count=2, timeout=60)
-        await _start_queue(peer)
-        at_kill = await _until_acked(peer, KILL_AFTER_ACKED, timeout=300)
+        await smsc.wait_bound(count=2, timeout=60)
+        await _start_queue(smsc)
+        at_kill = await _until_acked(smsc, KILL_AFTER_ACKED, timeout=300)
         a.kill9()
         assert at_kill["acked"] < MO_COUNT, "the kill came after the burst"
-        done = await peer.wait_for(lambda e: e.get("event") == "queue_done", timeout=600)
+        done = await smsc.wait_for(lambda e: e.get("event") == "queue_done", timeout=600)
         await _until_outbox_drained(pg_url)
-        final = await peer.command("queue_status")
+        final = await smsc.command("queue_status")
         assert 0 == b.stop(), (tmp_path / "b.log").read_text()[-3000:]
     finally:
         a.ensure_dead()
