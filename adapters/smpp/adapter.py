@@ -361,11 +361,11 @@ class SmppAdapter:
 
     def _on_deliver(self, link: SmppLink, event: Delivered) -> None:
         if self._stopping:
-            link.respond(event.session, event.deliver.sequence, ESME_RX_T_APPN)
+            link.respond(event, ESME_RX_T_APPN)
             return
         if len(self._inbound_tasks) >= MAX_IN_HAND:
             log.warning("smpp.mo_deferred", reason="too many messages in hand")
-            link.respond(event.session, event.deliver.sequence, ESME_RX_T_APPN)
+            link.respond(event, ESME_RX_T_APPN)
             return
         self._spawn(self._handle_deliver(link, event), self._inbound_tasks)
 
@@ -428,9 +428,9 @@ class SmppAdapter:
         )
         accepted = await self._accept(inbound)
         if accepted is None:
-            link.respond(event.session, deliver.sequence, ESME_RX_T_APPN)
+            link.respond(event, ESME_RX_T_APPN)
             return
-        link.respond(event.session, deliver.sequence, ESME_ROK)
+        link.respond(event, ESME_ROK)
         await self._process(accepted, event.received_at)
 
     def _external_id(self, deliver: DeliverSm) -> str | None:
@@ -477,7 +477,7 @@ class SmppAdapter:
     async def _handle_part(self, link: SmppLink, event: Delivered, part: MessagePart) -> None:
         if self._reassembler.recently_finished(part.group_key):
             # A late redelivery of a part of a message already handed on.
-            link.respond(event.session, event.deliver.sequence, ESME_ROK)
+            link.respond(event, ESME_ROK)
             return
         try:
             await self.part_store.save(part)
@@ -485,9 +485,9 @@ class SmppAdapter:
             log.warning(
                 "smpp.mo_deferred", reason=f"part not stored: {exc}", phone=mask_phone(part.phone)
             )
-            link.respond(event.session, event.deliver.sequence, ESME_RX_T_APPN)
+            link.respond(event, ESME_RX_T_APPN)
             return
-        link.respond(event.session, event.deliver.sequence, ESME_ROK)
+        link.respond(event, ESME_ROK)
         group = self._reassembler.add(part)
         if group.handing_on:
             return  # this instance is handing it on right now; discard takes this part too
@@ -591,7 +591,7 @@ class SmppAdapter:
         receipt = parse_receipt(event.deliver)
         if receipt is None:
             log.warning("smpp.receipt_unreadable", esm_class=event.deliver.esm_class)
-            link.respond(event.session, event.deliver.sequence, ESME_ROK)
+            link.respond(event, ESME_ROK)
             return
         matched = False
         try:
@@ -603,9 +603,9 @@ class SmppAdapter:
                     break
         except Exception as exc:
             log.warning("smpp.receipt_deferred", reason=str(exc))
-            link.respond(event.session, event.deliver.sequence, ESME_RX_T_APPN)
+            link.respond(event, ESME_RX_T_APPN)
             return
-        link.respond(event.session, event.deliver.sequence, ESME_ROK)
+        link.respond(event, ESME_ROK)
         log.info(
             "smpp.receipt",
             message_id=receipt.message_id,

@@ -33,13 +33,17 @@ from smpplib import client as smpplib_client
 from smpplib import consts, exceptions, smpp
 
 from adapters.smpp.pdus import (
+    DATA_SM,
+    DATA_SM_RESP,
     DELIVER_SM,
+    DELIVER_SM_RESP,
     SUBMIT_SM_RESP,
     DeliverSm,
     PduParseError,
     encode_deliver_sm_resp,
     encode_submit_sm,
     frame_length,
+    parse_data_sm,
     parse_deliver_sm,
     parse_other,
     parse_submit_sm_resp,
@@ -150,9 +154,10 @@ class SmppLink:
     def start(self) -> None:
         self._thread.start()
 
-    def respond(self, session: int, sequence: int, status: int) -> None:
-        """Queue the deliver_sm_resp for a deliver_sm read in `session`."""
-        self._command(("resp", session, sequence, status))
+    def respond(self, delivered: Delivered, status: int) -> None:
+        """Queue the answer (deliver_sm_resp or data_sm_resp) to a delivered MO."""
+        deliver = delivered.deliver
+        self._command(("resp", delivered.session, deliver.sequence, deliver.response_id, status))
 
     def submit(self, token: int, params: dict[str, Any]) -> None:
         """Queue a submit_sm; its outcome comes back as SubmitResult(token)."""
@@ -317,9 +322,9 @@ class SmppLink:
                     break
                 kind = command[0]
                 if kind == "resp":
-                    _, session, sequence, status = command
+                    _, session, sequence, response_id, status = command
                     if session == self._session:
-                        self._out += encode_deliver_sm_resp(sequence, status)
+                        self._out += encode_deliver_sm_resp(sequence, status, response_id)
                 elif kind == "submit":
                     _, token, params = command
                     self._queue_submit(client, token, params)
@@ -415,12 +420,13 @@ class SmppLink:
         self, client: smpplib_client.Client, raw: bytes, now: float, unbinding: bool
     ) -> str:
         command_id = int.from_bytes(raw[4:8], "big")
-        if command_id == DELIVER_SM:  # the hot path, read without smpplib
+        if command_id in (DELIVER_SM, DATA_SM):  # the hot path, without smpplib
             try:
-                deliver = parse_deliver_sm(raw)
+                deliver = parse_deliver_sm(raw) if command_id == DELIVER_SM else parse_data_sm(raw)
             except PduParseError as exc:
                 log.error("smpp.deliver_sm_unreadable", error=str(exc), link=self.mode)
-                self._out += encode_deliver_sm_resp(exc.sequence, ESME_RX_P_APPN)
+                response_id = DELIVER_SM_RESP if command_id == DELIVER_SM else DATA_SM_RESP
+                self._out += encode_deliver_sm_resp(exc.sequence, ESME_RX_P_APPN, response_id)
                 return "deliver_sm"
             self._post(Delivered(self._session, deliver, now))
             return "deliver_sm"

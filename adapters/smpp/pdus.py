@@ -35,6 +35,8 @@ SUBMIT_SM = 0x00000004
 SUBMIT_SM_RESP = 0x80000004
 DELIVER_SM = 0x00000005
 DELIVER_SM_RESP = 0x80000005
+DATA_SM = 0x00000103
+DATA_SM_RESP = 0x80000103
 
 # message_state values (SMPP 3.4 section 5.3.2.35) as the names we record.
 MESSAGE_STATES = {
@@ -86,6 +88,8 @@ class DeliverSm:
     data_coding: int
     short_message: bytes
     tlvs: dict[int, bytes] = field(default_factory=dict)
+    # How it is answered: deliver_sm_resp, or data_sm_resp for an MO sent as data_sm.
+    response_id: int = DELIVER_SM_RESP
 
     def tlv_int(self, tag: int) -> int | None:
         value = self.tlvs.get(tag)
@@ -164,6 +168,38 @@ def parse_deliver_sm(raw: bytes) -> DeliverSm:
     )
 
 
+def parse_data_sm(raw: bytes) -> DeliverSm:
+    """Read a data_sm (SMPP 3.4 section 4.7.1), the other way an SMSC may deliver an MO:
+    no short_message, the text in message_payload. Read into the same shape as a
+    deliver_sm, answered with data_sm_resp."""
+    command_id, _status, sequence = _STATUS_SEQUENCE.unpack_from(raw, 4)
+    try:
+        service_type, position = _cstring(raw, 16)
+        source_addr_ton, source_addr_npi = raw[position], raw[position + 1]
+        source_addr, position = _cstring(raw, position + 2)
+        dest_addr_ton = raw[position]
+        destination_addr, position = _cstring(raw, position + 2)
+        # esm_class, registered_delivery, data_coding
+        esm_class, data_coding = raw[position], raw[position + 2]
+        tlvs = parse_tlvs(raw, position + 3)
+    except (ValueError, IndexError, struct.error) as exc:
+        raise PduParseError(command_id, sequence, f"unreadable data_sm: {exc}") from exc
+    return DeliverSm(
+        sequence=sequence,
+        service_type=service_type,
+        source_addr_ton=source_addr_ton,
+        source_addr_npi=source_addr_npi,
+        source_addr=source_addr,
+        dest_addr_ton=dest_addr_ton,
+        destination_addr=destination_addr,
+        esm_class=esm_class,
+        data_coding=data_coding,
+        short_message=b"",
+        tlvs=tlvs,
+        response_id=DATA_SM_RESP,
+    )
+
+
 def parse_submit_sm_resp(raw: bytes) -> tuple[int, int, str | None]:
     """(sequence, command_status, message_id) of a submit_sm_resp. An SMSC may leave
     the body out when the status is an error, or end it without the NUL."""
@@ -172,9 +208,10 @@ def parse_submit_sm_resp(raw: bytes) -> tuple[int, int, str | None]:
     return sequence, status, message_id or None
 
 
-def encode_deliver_sm_resp(sequence: int, status: int) -> bytes:
-    """deliver_sm_resp: the header and an empty message_id (unused, SMPP 3.4 4.6.2)."""
-    return HEADER.pack(17, DELIVER_SM_RESP, status, sequence) + b"\x00"
+def encode_deliver_sm_resp(sequence: int, status: int, command_id: int = DELIVER_SM_RESP) -> bytes:
+    """deliver_sm_resp (or data_sm_resp, the same layout): the header and an empty
+    message_id (unused, SMPP 3.4 4.6.2 and 4.7.2)."""
+    return HEADER.pack(17, command_id, status, sequence) + b"\x00"
 
 
 def encode_submit_sm(

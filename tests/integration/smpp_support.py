@@ -191,9 +191,11 @@ class SmscPeer:
         tlvs: dict[str, Any] | None = None,
         vendor_tlvs: dict[int, bytes] | None = None,
         system_id: str | None = None,
+        pdu: str = "deliver_sm",
     ) -> int:
-        """Send a deliver_sm (to the ESME bound as `system_id`, if given, else to the
-        newest bind); returns its sequence number."""
+        """Send an MO as a deliver_sm (or `pdu="data_sm"`: its text in message_payload)
+        to the ESME bound as `system_id`, if given, else to the newest bind; returns
+        its sequence number."""
         fields: dict[str, Any] = {
             "source_addr": source_addr,
             "source_addr_ton": 1,
@@ -210,16 +212,20 @@ class SmscPeer:
             extra["tlvs"] = [{"tag": tag, "hex": value.hex()} for tag, value in vendor_tlvs.items()]
         if system_id is not None:
             extra["system_id"] = system_id
-        result = await self.command("deliver_sm", fields=fields, **extra)
+        result = await self.command("deliver_sm", fields=fields, pdu=pdu, **extra)
         return int(result["sequence_number"])
 
     async def deliver_resp(
-        self, sequence: int, timeout: float = 5.0, system_id: str | None = None
+        self,
+        sequence: int,
+        timeout: float = 5.0,
+        system_id: str | None = None,
+        pdu: str = "deliver_sm",
     ) -> int:
-        """The command_status we answered the deliver_sm with (on the bind of
-        `system_id`, if given: each session numbers its PDUs from 1)."""
+        """The command_status we answered the deliver_sm (or data_sm) with (on the bind
+        of `system_id`, if given: each session numbers its PDUs from 1)."""
         fields = {} if system_id is None else {"esme": system_id}
-        event = await self.wait_pdu("deliver_sm_resp", timeout, sequence_number=sequence, **fields)
+        event = await self.wait_pdu(f"{pdu}_resp", timeout, sequence_number=sequence, **fields)
         return int(event["command_status"])
 
     async def set_faults(self, **faults: Any) -> None:

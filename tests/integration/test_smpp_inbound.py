@@ -80,6 +80,22 @@ async def test_message_payload_when_short_message_is_empty(
     assert [text] == [stored.inbound.text for stored in gateway.inbound]
 
 
+async def test_an_mo_sent_as_data_sm_is_read_and_answered_with_data_sm_resp(
+    smsc: SmscPeer, adapter_factory: AdapterFactory
+) -> None:
+    """Some SMSCs deliver MO as data_sm, the text in message_payload: stored like a
+    deliver_sm and acknowledged with a data_sm_resp."""
+    gateway = MemoryGateway()
+    await bound(adapter_factory, gateway)
+    text = "ЛС 1234567833 Т1 5450"
+    sequence = await smsc.deliver(
+        b"", data_coding=8, message_payload=text.encode("utf-16-be"), pdu="data_sm"
+    )
+    assert ESME_ROK == await smsc.deliver_resp(sequence, pdu="data_sm")
+    assert [text] == [stored.inbound.text for stored in gateway.inbound]
+    assert ["+79161234567"] == [stored.inbound.phone for stored in gateway.inbound]
+
+
 async def test_unknown_tlvs_do_not_break_the_session(
     smsc: SmscPeer, adapter_factory: AdapterFactory
 ) -> None:

@@ -186,7 +186,9 @@ function on_session(session) {
 
 function deliver(command, session) {
   const options = Object.assign({}, command.fields || {});
-  if (command.short_message_hex !== undefined) {
+  // An MO as deliver_sm (the usual way) or as data_sm (no short_message field).
+  const name = command.pdu || 'deliver_sm';
+  if (command.short_message_hex !== undefined && name === 'deliver_sm') {
     options.short_message = Buffer.from(command.short_message_hex, 'hex');
   }
   if (command.message_payload_hex !== undefined) {
@@ -200,7 +202,7 @@ function deliver(command, session) {
     }
     options[tag] = Buffer.from(tlv.hex, 'hex');
   }
-  const pdu = new smpp.PDU('deliver_sm', options);
+  const pdu = new smpp.PDU(name, options);
   session.send(pdu);
   return pdu.sequence_number;
 }

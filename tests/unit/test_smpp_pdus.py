@@ -17,6 +17,7 @@ from adapters.smpp.pdus import (
     PduParseError,
     encode_deliver_sm_resp,
     encode_submit_sm,
+    parse_data_sm,
     parse_deliver_sm,
     parse_submit_sm_resp,
 )
@@ -100,6 +101,54 @@ def test_deliver_sm_keeps_every_tlv_after_the_short_message() -> None:
     parsed = parse_deliver_sm(raw)
     assert parsed.short_message == b""
     assert parsed.tlvs == {0x0424: b"1234567833 5450", 0x1401: b"abc"}
+
+
+@given(
+    sequence=st.integers(1, 0x7FFFFFFF),
+    source_addr_ton=octets,
+    source_addr=addresses,
+    destination_addr=addresses,
+    esm_class=octets,
+    data_coding=octets,
+    message_payload=st.binary(min_size=1, max_size=400),
+)
+def test_data_sm_reads_as_smpplib_reads_it(
+    sequence: int,
+    source_addr_ton: int,
+    source_addr: str,
+    destination_addr: str,
+    esm_class: int,
+    data_coding: int,
+    message_payload: bytes,
+) -> None:
+    client = _client()
+    pdu = smpp.make_pdu(
+        "data_sm",
+        client=client,
+        source_addr_ton=source_addr_ton,
+        source_addr=source_addr,
+        destination_addr=destination_addr,
+        esm_class=esm_class,
+        data_coding=data_coding,
+        message_payload=message_payload,
+    )
+    pdu.sequence = sequence
+    raw = pdu.generate()
+    ours = parse_data_sm(raw)
+    theirs = smpp.parse_pdu(raw, client=client)
+    assert ours.sequence == theirs.sequence == sequence
+    assert ours.source_addr_ton == theirs.source_addr_ton == source_addr_ton
+    assert ours.source_addr == source_addr and ours.destination_addr == destination_addr
+    assert ours.esm_class == esm_class and ours.data_coding == data_coding
+    assert ours.short_message == b""
+    assert ours.tlvs == {0x0424: theirs.message_payload}
+    assert ours.response_id == 0x80000103
+
+
+def test_data_sm_resp_is_what_smpplib_writes() -> None:
+    pdu = smpp.make_pdu("data_sm_resp", client=_client(), status=0x58)
+    pdu.sequence = 9
+    assert encode_deliver_sm_resp(9, 0x58, 0x80000103) == pdu.generate()
 
 
 @pytest.mark.parametrize(
