@@ -34,17 +34,15 @@ from smpplib import consts, exceptions, smpp
 
 from adapters.smpp.pdus import (
     DATA_SM,
-    DATA_SM_RESP,
     DELIVER_SM,
-    DELIVER_SM_RESP,
+    RESPONSE_BIT,
     SUBMIT_SM_RESP,
     DeliverSm,
     PduParseError,
     encode_deliver_sm_resp,
     encode_submit_sm,
     frame_length,
-    parse_data_sm,
-    parse_deliver_sm,
+    parse_mo,
     parse_other,
     parse_submit_sm_resp,
 )
@@ -422,10 +420,10 @@ class SmppLink:
         command_id = int.from_bytes(raw[4:8], "big")
         if command_id in (DELIVER_SM, DATA_SM):  # the hot path, without smpplib
             try:
-                deliver = parse_deliver_sm(raw) if command_id == DELIVER_SM else parse_data_sm(raw)
+                deliver = parse_mo(raw)
             except PduParseError as exc:
                 log.error("smpp.deliver_sm_unreadable", error=str(exc), link=self.mode)
-                response_id = DELIVER_SM_RESP if command_id == DELIVER_SM else DATA_SM_RESP
+                response_id = command_id | RESPONSE_BIT
                 self._out += encode_deliver_sm_resp(exc.sequence, ESME_RX_P_APPN, response_id)
                 return "deliver_sm"
             self._post(Delivered(self._session, deliver, now))

@@ -37,6 +37,7 @@ DELIVER_SM = 0x00000005
 DELIVER_SM_RESP = 0x80000005
 DATA_SM = 0x00000103
 DATA_SM_RESP = 0x80000103
+RESPONSE_BIT = 0x80000000  # a response's command_id is its request's with this bit set
 
 # message_state values (SMPP 3.4 section 5.3.2.35) as the names we record.
 MESSAGE_STATES = {
@@ -130,8 +131,11 @@ def _cstring(raw: bytes, position: int) -> tuple[str, int]:
     return raw[position:end].decode("latin-1"), end + 1
 
 
-def parse_deliver_sm(raw: bytes) -> DeliverSm:
-    """Read a deliver_sm; raises PduParseError when even the mandatory part is broken."""
+def parse_mo(raw: bytes) -> DeliverSm:
+    """Read an MO: a deliver_sm (SMPP 3.4 section 4.6.1), or a data_sm (4.7.1), the other
+    way an SMSC may deliver one: no short_message, the text in message_payload. Both
+    come out in one shape, which knows its answer (deliver_sm_resp or data_sm_resp).
+    Raises PduParseError when even the mandatory part is broken."""
     command_id, _status, sequence = _STATUS_SEQUENCE.unpack_from(raw, 4)
     try:
         service_type, position = _cstring(raw, 16)
@@ -140,19 +144,25 @@ def parse_deliver_sm(raw: bytes) -> DeliverSm:
         dest_addr_ton = raw[position]
         destination_addr, position = _cstring(raw, position + 2)
         esm_class = raw[position]
-        position += 3  # esm_class, protocol_id, priority_flag
-        position = _skip_cstring(raw, position)  # schedule_delivery_time
-        position = _skip_cstring(raw, position)  # validity_period
-        data_coding = raw[position + 2]
-        position += 4  # registered_delivery, replace_if_present, data_coding, sm_default_msg_id
-        sm_length = raw[position]
-        mandatory_end = position + 1 + sm_length
-        if mandatory_end > len(raw):
-            raise ValueError("short_message runs past the PDU")
-        short_message = raw[position + 1 : mandatory_end]
+        if command_id == DATA_SM:
+            data_coding = raw[position + 2]  # after registered_delivery
+            short_message = b""
+            mandatory_end = position + 3
+        else:
+            position += 3  # esm_class, protocol_id, priority_flag
+            position = _skip_cstring(raw, position)  # schedule_delivery_time
+            position = _skip_cstring(raw, position)  # validity_period
+            data_coding = raw[position + 2]
+            position += 4  # registered_delivery, replace_if_present, data_coding, default id
+            sm_length = raw[position]
+            mandatory_end = position + 1 + sm_length
+            if mandatory_end > len(raw):
+                raise ValueError("short_message runs past the PDU")
+            short_message = raw[position + 1 : mandatory_end]
         tlvs = parse_tlvs(raw, mandatory_end)
     except (ValueError, IndexError, struct.error) as exc:
-        raise PduParseError(command_id, sequence, f"unreadable deliver_sm: {exc}") from exc
+        name = "data_sm" if command_id == DATA_SM else "deliver_sm"
+        raise PduParseError(command_id, sequence, f"unreadable {name}: {exc}") from exc
     return DeliverSm(
         sequence=sequence,
         service_type=service_type,
@@ -165,38 +175,7 @@ def parse_deliver_sm(raw: bytes) -> DeliverSm:
         data_coding=data_coding,
         short_message=short_message,
         tlvs=tlvs,
-    )
-
-
-def parse_data_sm(raw: bytes) -> DeliverSm:
-    """Read a data_sm (SMPP 3.4 section 4.7.1), the other way an SMSC may deliver an MO:
-    no short_message, the text in message_payload. Read into the same shape as a
-    deliver_sm, answered with data_sm_resp."""
-    command_id, _status, sequence = _STATUS_SEQUENCE.unpack_from(raw, 4)
-    try:
-        service_type, position = _cstring(raw, 16)
-        source_addr_ton, source_addr_npi = raw[position], raw[position + 1]
-        source_addr, position = _cstring(raw, position + 2)
-        dest_addr_ton = raw[position]
-        destination_addr, position = _cstring(raw, position + 2)
-        # esm_class, registered_delivery, data_coding
-        esm_class, data_coding = raw[position], raw[position + 2]
-        tlvs = parse_tlvs(raw, position + 3)
-    except (ValueError, IndexError, struct.error) as exc:
-        raise PduParseError(command_id, sequence, f"unreadable data_sm: {exc}") from exc
-    return DeliverSm(
-        sequence=sequence,
-        service_type=service_type,
-        source_addr_ton=source_addr_ton,
-        source_addr_npi=source_addr_npi,
-        source_addr=source_addr,
-        dest_addr_ton=dest_addr_ton,
-        destination_addr=destination_addr,
-        esm_class=esm_class,
-        data_coding=data_coding,
-        short_message=b"",
-        tlvs=tlvs,
-        response_id=DATA_SM_RESP,
+        response_id=command_id | RESPONSE_BIT,
     )
 
 

@@ -17,8 +17,7 @@ from adapters.smpp.pdus import (
     PduParseError,
     encode_deliver_sm_resp,
     encode_submit_sm,
-    parse_data_sm,
-    parse_deliver_sm,
+    parse_mo,
     parse_submit_sm_resp,
 )
 
@@ -71,7 +70,7 @@ def test_deliver_sm_reads_as_smpplib_reads_it(
     )
     pdu.sequence = sequence
     raw = pdu.generate()
-    ours = parse_deliver_sm(raw)
+    ours = parse_mo(raw)
     theirs = smpp.parse_pdu(raw, client=client)
     assert ours.sequence == theirs.sequence == sequence
     assert ours.service_type == (theirs.service_type or b"").decode("latin-1")
@@ -98,7 +97,7 @@ def test_deliver_sm_keeps_every_tlv_after_the_short_message() -> None:
     )
     raw = pdu.generate() + bytes.fromhex("1401 0003 616263")  # a vendor TLV, tag 0x1401
     raw = len(raw).to_bytes(4, "big") + raw[4:]
-    parsed = parse_deliver_sm(raw)
+    parsed = parse_mo(raw)
     assert parsed.short_message == b""
     assert parsed.tlvs == {0x0424: b"1234567833 5450", 0x1401: b"abc"}
 
@@ -134,7 +133,7 @@ def test_data_sm_reads_as_smpplib_reads_it(
     )
     pdu.sequence = sequence
     raw = pdu.generate()
-    ours = parse_data_sm(raw)
+    ours = parse_mo(raw)
     theirs = smpp.parse_pdu(raw, client=client)
     assert ours.sequence == theirs.sequence == sequence
     assert ours.source_addr_ton == theirs.source_addr_ton == source_addr_ton
@@ -166,7 +165,7 @@ def test_data_sm_resp_is_what_smpplib_writes() -> None:
 )
 def test_a_broken_deliver_sm_is_refused_with_its_sequence(raw: bytes) -> None:
     with pytest.raises(PduParseError) as caught:
-        parse_deliver_sm(raw)
+        parse_mo(raw)
     assert caught.value.sequence == 7
     assert caught.value.command_id == 5
 
