@@ -28,7 +28,15 @@ from adapters.db.store import SqlStore, insert_inbound_many
 from grammar import MessageParser
 from sms_gateway.batching import BatchQueue
 from sms_gateway.config import Settings
-from sms_gateway.domain.model import Account, BookedReading, InboundSms, Meter, Outcome, Reply
+from sms_gateway.domain.model import (
+    Account,
+    BookedReading,
+    InboundSms,
+    Meter,
+    Outcome,
+    Reply,
+    Zone,
+)
 from sms_gateway.domain.parsed import (
     Command,
     ParsedCommand,
@@ -501,6 +509,8 @@ class GatewayService:
         labelled = dict(parsed.labelled)
         values = assign_zones(meter, tuple(int(n) for n in numbers), labelled)
         if values is None:
+            values = self._without_stray_numbers(meter, numbers, labelled)
+        if values is None:
             return _Outcome(
                 self._context(Outcome.ZONE_COUNT, account=name, meter=meter, meters=account.meters),
                 account=name,
@@ -572,6 +582,20 @@ class GatewayService:
             rest = numbers[:index] + numbers[index + 1 :]
             return known[numbers[index]], rest, None
         return None, numbers, candidates[0]
+
+    def _without_stray_numbers(
+        self, meter: Meter, numbers: tuple[str, ...], labelled: dict[Zone, int]
+    ) -> tuple[int, ...] | None:
+        """The reading once numbers that cannot be part of it are left out, when that
+        makes it fit the meter: an account-like number longer than the meter's register
+        ("8888888888 5550001112 5470 2150", an old account or someone's phone). Only a
+        message that would otherwise be a zone-count error is read this way."""
+        kept = tuple(
+            n for n in numbers if not (len(n) > meter.digits and self._account_pattern.fullmatch(n))
+        )
+        if kept == numbers or not (kept or labelled):
+            return None
+        return assign_zones(meter, tuple(int(n) for n in kept), labelled)
 
     @staticmethod
     def _without_own_phone(tx: BatchUnit, phone: str, numbers: tuple[str, ...]) -> tuple[str, ...]:

@@ -71,16 +71,32 @@ async def test_the_senders_own_phone_number_in_the_text_is_skipped(gateway, cloc
     )
 
 
-async def test_another_phone_number_in_the_text_is_not_skipped(gateway, clock):
-    """Only the sender's own number is dropped: someone else's is read as a number."""
-    replies = await run_script(
+async def test_another_phone_number_in_the_text_is_not_skipped_as_the_senders(gateway, clock):
+    """Someone else's number is not dropped as the sender's own: alone with the
+    account, it is read as the reading (and refused as too long)."""
+    await run_script(
         gateway,
         clock,
         """
-        79161234567 > 89160000000 1234567833 1234
+        79161234567 > 1234567833 89160000000
+        < Показание 89160000000 длиннее 5 цифр счётчика. Отправьте целые кВт·ч, без красных цифр: 1234567833 ...
         """,
     )
-    assert replies[0].outcome != "accepted"
+
+
+async def test_a_number_too_long_for_the_meter_is_left_out_when_the_rest_fits(gateway, clock):
+    """An account-like number that cannot be a reading (longer than the register) is
+    left out when the remaining numbers fit the meter; alone, it is still an error."""
+    await run_script(
+        gateway,
+        clock,
+        """
+        79001112233 > 8888888888 5550001112 5450 2130
+        < Приняты показания ЛС 5550001112: Т1 5450 (+50), Т2 2130 (+30).
+        79001112233 > 1234567833 1234567890
+        < Показание 1234567890 длиннее 5 цифр счётчика. Отправьте целые кВт·ч, без красных цифр: 1234567833 ...
+        """,
+    )
 
 
 async def test_registered_phone_may_omit_the_account(gateway, clock):
@@ -252,7 +268,9 @@ async def test_after_the_window_books_next_month(gateway, clock):
     )
 
 
-async def test_outside_window_rejected_when_configured(db_url, settings_for, gateway_factory, clock):
+async def test_outside_window_rejected_when_configured(
+    db_url, settings_for, gateway_factory, clock
+):
     gateway = await gateway_factory(settings_for(db_url, rules={"outside_window": "reject"}))
     await run_script(
         gateway,
