@@ -54,7 +54,6 @@ ESME_ROK = consts.SMPP_ESME_ROK
 ESME_RINVCMDID = consts.SMPP_ESME_RINVCMDID
 ESME_RX_P_APPN = consts.SMPP_ESME_RX_P_APPN
 ESME_RSUBMITFAIL = consts.SMPP_ESME_RSUBMITFAIL
-GENERIC_NACK = 0x80000000
 MAX_PDU = 65536
 
 
@@ -438,7 +437,7 @@ class SmppLink:
             pdu: Any = parse_other(raw, client)
         except PduParseError as exc:
             log.warning("smpp.pdu_unreadable", error=str(exc), link=self.mode)
-            if not exc.command_id & 0x80000000:
+            if not exc.command_id & RESPONSE_BIT:  # a request: it must be answered
                 self._send_generic_nack(exc.sequence, ESME_RINVCMDID)
             return "unknown"
         command: str = pdu.command

@@ -88,6 +88,12 @@ EXPECTED = {
 }
 
 
+async def _import_accounts(config, tmp_path) -> None:
+    """One account per MO of the burst, imported with the CLI as ops would."""
+    csv_path = accounts_csv(tmp_path / "accounts.csv", MO_COUNT, FIRST_ACCOUNT)
+    await cli(config, "accounts", "import", str(csv_path))
+
+
 async def _start_queue(peer: SmscPeer) -> None:
     texts = [f"{FIRST_ACCOUNT + i} 1100" for i in range(MO_COUNT)]
     await peer.command(
@@ -100,12 +106,7 @@ async def test_kill_9_mid_burst_loses_nothing_and_books_once(db_url, smsc, tmp_p
     and the SMSC redelivers what was unacknowledged: one booking, one reply row and at
     least one submit_sm per MO, nothing left in the outbox, and a clean SIGTERM stop."""
     config = write_config(tmp_path / "gateway.toml", db_url, smsc.port)
-    await cli(
-        config,
-        "accounts",
-        "import",
-        str(accounts_csv(tmp_path / "accounts.csv", MO_COUNT, FIRST_ACCOUNT)),
-    )
+    await _import_accounts(config, tmp_path)
     first = Serve(config, tmp_path / "serve-1.log").start()
     second = Serve(config, tmp_path / "serve-2.log")
     try:
@@ -141,12 +142,7 @@ async def test_two_instances_share_the_work_and_survive_one_being_killed(pg_url,
     what it had claimed: every MO booked once and answered."""
     config_a = write_config(tmp_path / "a.toml", pg_url, smsc.port)
     config_b = write_config(tmp_path / "b.toml", pg_url, smsc.port)
-    await cli(
-        config_a,
-        "accounts",
-        "import",
-        str(accounts_csv(tmp_path / "accounts.csv", MO_COUNT, FIRST_ACCOUNT)),
-    )
+    await _import_accounts(config_a, tmp_path)
     a = Serve(config_a, tmp_path / "a.log").start()
     b = Serve(config_b, tmp_path / "b.log").start()
     try:
