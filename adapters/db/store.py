@@ -207,6 +207,9 @@ class StoredMessage:
     created_at: datetime
     reply_to: int | None
     status: str
+    # The transport's id for a reply (SMPP message_id, Twilio SID): what the
+    # operator's logs and delivery receipts name it by.
+    transport_id: str | None
     delivery_status: str | None
     error: str | None
 
@@ -225,6 +228,7 @@ def _stored_message(row: Any) -> StoredMessage:
         created_at=created,
         reply_to=row.reply_to,
         status=row.status,
+        transport_id=row.transport_id,
         delivery_status=row.delivery_status,
         error=row.error,
     )

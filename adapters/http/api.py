@@ -109,7 +109,10 @@ def message_item(message: StoredMessage) -> dict[str, Any]:
         "outcome": message.outcome,
         "created_at": message.created_at.isoformat(),
         "reply_to": message.reply_to,
+        "status": message.status,
+        "transport_id": message.transport_id,
         "delivery_status": message.delivery_status,
+        "error": message.error,
     }
 
 

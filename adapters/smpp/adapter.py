@@ -681,7 +681,7 @@ class SmppAdapter:
             await self.outbox.mark_sent(outbound.id, message_ids[0])
             if self._replies_sent is not None:
                 self._replies_sent.inc()
-            log.info(
+            log.debug(
                 "smpp.reply_sent",
                 outbound_id=outbound.id,
                 parts=len(encoded.bodies),

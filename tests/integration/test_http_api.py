@@ -303,9 +303,13 @@ async def test_messages_newest_first_with_cursor_paging(ops, clock):
         "outcome": "accepted",
         "created_at": "2026-11-18T09:00:00+00:00",
         "reply_to": None,
+        "status": "processed",
+        "transport_id": None,
         "delivery_status": None,
+        "error": None,
     } == second["items"][1]
-    assert ("out", 1) == (second["items"][0]["direction"], second["items"][0]["reply_to"])
+    reply = second["items"][0]
+    assert ("out", 1, "sent") == (reply["direction"], reply["reply_to"], reply["status"])
 
 
 @pytest.mark.parametrize(
