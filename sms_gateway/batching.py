@@ -61,13 +61,19 @@ class BatchQueue(Generic[ItemT]):
         rest of put, three times per SMS.)"""
         if self._closed:
             raise TemporaryFailure(f"{self.name} is shutting down")
+        self.requeue(item)
+        await item.future
+
+    def requeue(self, item: ItemT) -> None:
+        """Queue `item` without waiting for it. A batch uses it to queue the next step
+        of an item it began (its future still unsettled, its caller still waiting), so it
+        is taken even while closing: aclose finishes everything queued."""
         self._items.append(item)
         if self._worker is None or self._worker.done():
             self._wakeup = asyncio.Event()
             self._worker = asyncio.get_running_loop().create_task(self._work(), name=self.name)
         assert self._wakeup is not None
         self._wakeup.set()
-        await item.future
 
     async def aclose(self) -> None:
         """Finish what is queued, then stop; later items fail temporarily."""

@@ -5,6 +5,7 @@ Transport adapters (SMPP, Twilio, CLI) see only `InboundPipeline` and `Outbox`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -46,6 +47,18 @@ class InboundPipeline(Protocol):
 
     async def process(self, accepted: AcceptedInbound) -> Reply:
         """Parse, validate, book and store the reply (in the outbox for queued channels)."""
+        ...
+
+    async def receive(
+        self, inbound: InboundSms, acknowledge: Callable[[AcceptedInbound], None]
+    ) -> Reply:
+        """accept, then `acknowledge(accepted)`, then process: for transports that
+        acknowledge a message once it is stored and answer it later (SMPP). One call
+        instead of two; the same order and the same guarantees.
+
+        An error before `acknowledge` was called: the message is not stored (do not
+        acknowledge it). After: it is stored, and recovery processes it later.
+        """
         ...
 
     async def handle(self, inbound: InboundSms) -> Reply:

@@ -87,11 +87,13 @@ class _Outcome:
 class _Job:
     """One request to the batch worker."""
 
-    kind: str  # accept | process | handle
+    kind: str  # accept | process | handle | receive
     inbound: InboundSms
     future: asyncio.Future[Any]
     inbound_id: int | None = None
     duplicate: bool = False
+    # receive: called once the inbound row is committed, before processing.
+    acknowledge: Callable[[AcceptedInbound], None] | None = None
     parsed: ParsedMessage | None = None
     started: float = field(default_factory=time.perf_counter)
 
@@ -174,6 +176,14 @@ class GatewayService:
         )
         return cast(Reply, job.future.result())
 
+    async def receive(
+        self, inbound: InboundSms, acknowledge: Callable[[AcceptedInbound], None]
+    ) -> Reply:
+        # One job for both steps: after its accept commits, _settle acknowledges it and
+        # queues it again to be processed, without waking the caller in between.
+        job = await self._submit("receive", inbound, acknowledge=acknowledge)
+        return cast(Reply, job.future.result())
+
     async def handle(self, inbound: InboundSms) -> Reply:
         job = await self._submit("handle", inbound)
         return cast(Reply, job.future.result())
@@ -187,12 +197,24 @@ class GatewayService:
         await self._jobs.aclose()
 
     async def _submit(
-        self, kind: str, inbound: InboundSms, inbound_id: int | None = None, duplicate: bool = False
+        self,
+        kind: str,
+        inbound: InboundSms,
+        inbound_id: int | None = None,
+        duplicate: bool = False,
+        acknowledge: Callable[[AcceptedInbound], None] | None = None,
     ) -> _Job:
         if inbound.external_id is None and inbound.dedupe_key is None and kind != "process":
             # Transports without an id of their own (the CLI): every message is new.
             inbound = replace(inbound, dedupe_key=uuid.uuid4().hex)
-        job = _Job(kind, inbound, asyncio.get_running_loop().create_future(), inbound_id, duplicate)
+        job = _Job(
+            kind,
+            inbound,
+            asyncio.get_running_loop().create_future(),
+            inbound_id,
+            duplicate,
+            acknowledge,
+        )
         await self._jobs.put(job)
         return job
 
@@ -224,7 +246,8 @@ class GatewayService:
             stored = insert_inbound_many(conn, [job.inbound for job in new])
             for job, (inbound_id, duplicate) in zip(new, stored, strict=True):
                 job.inbound_id, job.duplicate = inbound_id, duplicate
-        work = [job for job in batch if job.kind != "accept"]
+        # A received message is processed in a later transaction, once acknowledged.
+        work = [job for job in batch if job.kind in ("process", "handle")]
         if not work:
             return handled
         for job in work:
@@ -300,6 +323,9 @@ class GatewayService:
                 if not job.future.done():  # done: its caller was cancelled
                     job.future.set_result(None)
                 continue
+            if job.kind == "receive":
+                self._acknowledge(job)
+                continue
             result = handled[id(job)]
             inbound = job.inbound
             assert result.outcome is not None
@@ -341,6 +367,21 @@ class GatewayService:
         for channel in queued_channels:
             for listener in self._reply_listeners:
                 listener(channel)
+
+    def _acknowledge(self, job: _Job) -> None:
+        """A received message is stored: its transport may acknowledge it, and it
+        queues again to be processed. One whose caller is gone (cancelled at shutdown)
+        is neither: it stays stored unprocessed, for recovery."""
+        if job.future.done():
+            return
+        assert job.inbound_id is not None and job.acknowledge is not None
+        try:
+            job.acknowledge(AcceptedInbound(job.inbound_id, job.inbound, job.duplicate))
+        except Exception as error:
+            job.future.set_exception(error)
+            return
+        job.kind = "process"
+        self._jobs.requeue(job)
 
     def _metrics_for(self, channel: str, outcome: str) -> tuple[Any, Any]:
         key = (channel, outcome)

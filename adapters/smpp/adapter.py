@@ -3,9 +3,10 @@
 One hop per step, all on the event loop (the link threads only move PDUs):
 
     deliver_sm  -> decode (data_coding, UDH/SAR, message_payload) -> InboundSms
-                -> pipeline.accept()  (durable)  -> deliver_sm_resp ESME_ROK
+                -> pipeline.receive(): stored durably -> deliver_sm_resp ESME_ROK
                    (cannot store / shutting down / too much in hand: ESME_RX_T_APPN)
-                -> pipeline.process() as its own task -> reply lands in the outbox
+                   -> processed in a later batch -> the reply, handed to _send
+                   (a long MO's joined text: pipeline.accept(), then .process())
     outbox      -> claim("smpp") -> encode + split -> submit_sm, windowed and paced
                 -> submit_sm_resp: mark_sent(message_id) | throttled: back off, retry
                    | other error: mark_failed | no answer / link lost: release
@@ -62,7 +63,7 @@ from adapters.smpp.pdus import (
 from adapters.smpp.reassembly import MemoryPartStore, MessagePart, PartGroup, PartStore, Reassembler
 from sms_gateway import phones
 from sms_gateway.config import SmppSettings
-from sms_gateway.domain.model import InboundSms
+from sms_gateway.domain.model import InboundSms, Reply
 from sms_gateway.errors import TemporaryFailure
 from sms_gateway.metrics import GatewayMetrics
 from sms_gateway.phones import mask_phone
@@ -426,12 +427,31 @@ class SmppAdapter:
             if external_id
             else dedupe_key(deliver.source_addr, deliver.destination_addr, text, received_at),
         )
-        accepted = await self._accept(inbound)
-        if accepted is None:
+        acknowledged: list[AcceptedInbound] = []
+
+        def acknowledge(accepted: AcceptedInbound) -> None:
+            # Called by the pipeline once the message is stored, before it is processed.
+            acknowledged.append(accepted)
+            link.respond(event, ESME_ROK)
+
+        try:
+            reply = await self.pipeline.receive(inbound, acknowledge)
+        except Exception as exc:
+            if acknowledged:
+                log.exception(
+                    "smpp.mo_process_failed",
+                    inbound_id=acknowledged[0].inbound_id,
+                    phone=mask_phone(inbound.phone),
+                )
+                return
+            # Whatever went wrong, the message is not stored: it must not be acked.
+            if isinstance(exc, TemporaryFailure):
+                log.warning("smpp.mo_deferred", reason=str(exc), phone=mask_phone(inbound.phone))
+            else:
+                log.exception("smpp.mo_accept_failed", phone=mask_phone(inbound.phone))
             link.respond(event, ESME_RX_T_APPN)
             return
-        link.respond(event, ESME_ROK)
-        await self._process(accepted, event.received_at)
+        self._processed(acknowledged[0], reply, event.received_at)
 
     def _external_id(self, deliver: DeliverSm) -> str | None:
         if self._mo_id_tlv and deliver.tlvs.get(self._mo_id_tlv):
@@ -450,16 +470,20 @@ class SmppAdapter:
         return None
 
     async def _process(self, accepted: AcceptedInbound, received: float) -> None:
-        inbound = accepted.inbound
         try:
             reply = await self.pipeline.process(accepted)
         except Exception:
             log.exception(
                 "smpp.mo_process_failed",
                 inbound_id=accepted.inbound_id,
-                phone=mask_phone(inbound.phone),
+                phone=mask_phone(accepted.inbound.phone),
             )
             return
+        self._processed(accepted, reply, received)
+
+    @staticmethod
+    def _processed(accepted: AcceptedInbound, reply: Reply, received: float) -> None:
+        inbound = accepted.inbound
         # The pipeline's "inbound_handled" is the INFO summary of every message; this
         # one adds the SMPP view (latency since the deliver_sm) for debugging.
         log.debug(
