@@ -76,6 +76,7 @@ async def build_gateway(
         batch_engine=create_batch_engine(url),
     )
     parser = MessageParser(settings.gateway.account_pattern)
+    parser.compile()
     metrics = metrics or GatewayMetrics()
     service = GatewayService(settings, store, parser, metrics, clock)
     return Gateway(settings, store, service, SqlOutbox(store, clock), metrics, parser)

@@ -164,11 +164,7 @@ class Prepared:
         if "__[POSTCOMPILE_" in sql:
             raise ValueError(f"unsupported post-compile parameter in {sql!r}")
         columns = list(getattr(self.statement, "exported_columns", ()) or [])
-        row: Any = (
-            namedtuple("Row", [c.key for c in columns], rename=True)
-            if columns
-            else None
-        )
+        row: Any = namedtuple("Row", [c.key for c in columns], rename=True) if columns else None
         result: tuple[_Converter, ...] = ()
         if columns:
             result = tuple(

@@ -237,9 +237,13 @@ def _stored_message(row: Any) -> StoredMessage:
 def _in_savepoint(conn: Connection, work: Callable[[Connection], Any]) -> tuple[bool, Any]:
     """(True, result) or (False, error), the work's writes undone on error.
 
-    An unavailable database ends the whole transaction instead.
+    An unavailable database ends the whole transaction instead. Only the SQLite writer
+    thread calls it, on sqlite3 itself: SQLAlchemy's begin_nested costs as much per
+    batch as the rest of its plumbing. No work opens savepoints of its own.
     """
-    savepoint = conn.begin_nested()
+    driver = conn.connection.driver_connection
+    assert driver is not None
+    driver.execute("SAVEPOINT work")
     try:
         result = work(conn)
     except _UNAVAILABLE:
@@ -247,9 +251,10 @@ def _in_savepoint(conn: Connection, work: Callable[[Connection], Any]) -> tuple[
     except Exception as exc:
         if isinstance(exc, DBAPIError) and exc.connection_invalidated:
             raise
-        savepoint.rollback()
+        driver.execute("ROLLBACK TO SAVEPOINT work")
+        driver.execute("RELEASE SAVEPOINT work")
         return False, exc
-    savepoint.commit()
+    driver.execute("RELEASE SAVEPOINT work")
     return True, result
 
 

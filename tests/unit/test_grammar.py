@@ -41,6 +41,21 @@ def test_parser_is_built_lazily() -> None:
     assert before + 1 == built().currsize
 
 
+def test_compile_builds_the_parser_ahead_of_the_first_message() -> None:
+    """The gateway compiles at start-up (bootstrap), so no subscriber waits for it."""
+    built = grammar_parser._compiled.cache_info
+    before = built()
+    message_parser = MessageParser(r"\d{8}")
+    message_parser.compile()
+    after_compile = built()
+    assert (before.currsize + 1, before.misses + 1) == (
+        after_compile.currsize,
+        after_compile.misses,
+    )
+    message_parser.parse("12345678 5450")
+    assert after_compile == built()
+
+
 def test_account_pattern_decides_alphanumeric_accounts() -> None:
     """A token is an account only when the configured pattern fullmatches it."""
     digits_only = MessageParser(r"\d{10}")
