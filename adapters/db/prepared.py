@@ -27,7 +27,7 @@ from typing import Any
 from sqlalchemy import Connection
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.sql.base import Executable
-from sqlalchemy.sql.dml import ValuesBase
+from sqlalchemy.sql.dml import Insert, ValuesBase
 
 _Converter = Callable[[Any], Any] | None
 
@@ -45,6 +45,9 @@ class _Form:
     pairs: tuple[tuple[str, _Converter], ...] | None
     row: Any  # a namedtuple class for the result columns, or None
     result: tuple[_Converter, ...]
+    # An INSERT whose only placeholders are its one VALUES group: the SQL before and
+    # after that group, and the group, to write many rows in one statement.
+    values_split: tuple[str, str, str] | None = None
 
 
 def _plain_sqlite(conn: Connection) -> bool:
@@ -76,12 +79,32 @@ def _sqlite_datetime(general: _Converter) -> _Converter:
     return convert
 
 
+# Rows per multi-row INSERT: well under SQLite's 32,766 placeholders for any of our tables.
+_MAX_ROWS = 500
+
+
+def _values_split(sql: str) -> tuple[str, str, str] | None:
+    """(before, "(?, ?, ...)", after) when the VALUES group holds every placeholder."""
+    marker = " VALUES ("
+    start = sql.find(marker)
+    if start < 0:
+        return None
+    start += len(marker) - 1
+    end = sql.find(")", start) + 1
+    group = sql[start:end]
+    if group.replace("?", "").replace(", ", "") != "()" or sql.count("?") != group.count("?"):
+        return None
+    return sql[:start], group, sql[end:]
+
+
 class Prepared:
     """A Core statement that runs on sqlite3 directly (see the module docstring)."""
 
     def __init__(self, statement: Executable) -> None:
         self.statement = statement
         self._forms: dict[tuple[Any, ...], _Form] = {}
+        # Multi-row INSERT text by (single-row text, row count).
+        self._multi_row_sql: dict[tuple[str, int], str] = {}
         # INSERT and UPDATE take their columns from the parameters' keys, as
         # SQLAlchemy's executemany does.
         self._dml = isinstance(statement, ValuesBase)
@@ -110,7 +133,11 @@ class Prepared:
         )
 
     def each(self, conn: Connection, param_list: Sequence[Mapping[str, Any]]) -> list[Any]:
-        """One execute per parameter set, all RETURNING rows together, in order."""
+        """Run once per parameter set; every RETURNING row, in no particular order.
+
+        On sqlite3 an INSERT writes its rows as multi-row VALUES, up to `_MAX_ROWS` per
+        statement: a few microseconds less per row than one execute each (SQLite does
+        not promise the order of RETURNING rows either way)."""
         if not param_list:
             return []
         if not _plain_sqlite(conn):
@@ -119,8 +146,21 @@ class Prepared:
         driver = conn.connection.driver_connection
         assert driver is not None
         out: list[Any] = []
-        for params in param_list:
-            out.extend(driver.execute(form.sql, self._bind(form, params)).fetchall())
+        split = form.values_split
+        if split is None or len(param_list) == 1:
+            for params in param_list:
+                out.extend(driver.execute(form.sql, self._bind(form, params)).fetchall())
+            return self._rows(form, out)
+        before, group, after = split
+        bind = self._bind
+        for start in range(0, len(param_list), _MAX_ROWS):
+            chunk = param_list[start : start + _MAX_ROWS]
+            key = (form.sql, len(chunk))
+            sql = self._multi_row_sql.get(key)
+            if sql is None:
+                sql = self._multi_row_sql[key] = before + ", ".join([group] * len(chunk)) + after
+            flat = [value for params in chunk for value in bind(form, params)]
+            out.extend(driver.execute(sql, flat).fetchall())
         return self._rows(form, out)
 
     # -- compiling ------------------------------------------------------------------
@@ -172,7 +212,15 @@ class Prepared:
             )
         pairs = None if lengths else tuple(zip(names, bind, strict=True))
         return _Form(
-            sql, tuple(names), frozenset(lengths), literals, tuple(bind), pairs, row, result
+            sql,
+            tuple(names),
+            frozenset(lengths),
+            literals,
+            tuple(bind),
+            pairs,
+            row,
+            result,
+            _values_split(sql) if isinstance(self.statement, Insert) else None,
         )
 
     # -- running --------------------------------------------------------------------

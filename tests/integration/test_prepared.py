@@ -18,7 +18,7 @@ from sqlalchemy import Connection, bindparam, create_engine, func, insert, selec
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from adapters.db.prepared import Prepared, _bind_converter
+from adapters.db.prepared import Prepared, _bind_converter, _values_split
 from adapters.db.schema import messages, metadata
 
 MORNING = datetime(2026, 11, 18, 9, 0, 0)
@@ -153,3 +153,33 @@ def test_datetimes_are_written_as_sqlalchemy_writes_them(value: object) -> None:
     fast = _bind_converter(impl, dialect)
     assert fast is not None and general is not None
     assert fast(value) == general(value)
+
+
+def test_rows_with_different_columns_in_one_batch_run_of_their_own_shape(
+    conn: Connection,
+) -> None:
+    """A multi-row INSERT is written per parameter shape: rows naming other columns
+    than the first row's take their own statement, not the first one's placeholders."""
+    returned = INSERT_RETURNING.each(
+        conn, [_inbound("+79161234567", MORNING), _inbound("+79161234568", LATER)]
+    )
+    with_account = [{**_inbound(f"+7916765432{i}", LATER), "account": "A1"} for i in range(3)]
+    returned += INSERT_RETURNING.each(conn, with_account)
+    assert 5 == len({r.id for r in returned})
+    stored = conn.execute(select(messages.c.account).order_by(messages.c.id)).scalars().all()
+    assert [None, None, "A1", "A1", "A1"] == stored
+
+
+def test_an_insert_with_placeholders_outside_values_runs_row_by_row(conn: Connection) -> None:
+    """ON CONFLICT ... SET status = ? has a placeholder after the VALUES group: repeating
+    the group would misplace it, so such an INSERT keeps one execute per row."""
+    upsert = sqlite_insert(messages)
+    statement = upsert.on_conflict_do_update(
+        index_elements=[messages.c.id], set_={"status": "again"}
+    ).returning(messages.c.id, messages.c.status)
+    prepared = Prepared(statement)
+    first = prepared.each(conn, [{**_inbound("+79161234567", MORNING), "id": i} for i in (1, 2)])
+    again = prepared.each(conn, [{**_inbound("+79161234567", LATER), "id": i} for i in (2, 3)])
+    assert [(1, "received"), (2, "received")] == sorted(tuple(r) for r in first)
+    assert [(2, "again"), (3, "received")] == sorted(tuple(r) for r in again)
+    assert _values_split(str(statement.compile(dialect=sqlite.dialect()))) is None
