@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import hashlib
 import itertools
+import logging
 import threading
 import time
 from collections.abc import Coroutine
@@ -483,9 +484,12 @@ class SmppAdapter:
 
     @staticmethod
     def _processed(accepted: AcceptedInbound, reply: Reply, received: float) -> None:
-        inbound = accepted.inbound
         # The pipeline's "inbound_handled" is the INFO summary of every message; this
-        # one adds the SMPP view (latency since the deliver_sm) for debugging.
+        # one adds the SMPP view (latency since the deliver_sm) for debugging. Its
+        # arguments are not even worked out below DEBUG: this runs for every MO.
+        if not log.is_enabled_for(logging.DEBUG):
+            return
+        inbound = accepted.inbound
         log.debug(
             "smpp.mo",
             outcome=str(reply.outcome),
@@ -705,14 +709,15 @@ class SmppAdapter:
             await self.outbox.mark_sent(outbound.id, message_ids[0])
             if self._replies_sent is not None:
                 self._replies_sent.inc()
-            log.debug(
-                "smpp.reply_sent",
-                outbound_id=outbound.id,
-                parts=len(encoded.bodies),
-                message_id=message_ids[0],
-                phone=mask_phone(outbound.phone),
-                latency_ms=round((time.monotonic() - started) * 1000, 1),
-            )
+            if log.is_enabled_for(logging.DEBUG):
+                log.debug(
+                    "smpp.reply_sent",
+                    outbound_id=outbound.id,
+                    parts=len(encoded.bodies),
+                    message_id=message_ids[0],
+                    phone=mask_phone(outbound.phone),
+                    latency_ms=round((time.monotonic() - started) * 1000, 1),
+                )
         except SubmitRejected as exc:
             await self._failed(outbound, str(exc))
         except (LinkLost, SubmitTimeout) as exc:
