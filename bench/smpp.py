@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 from adapters.smpp import SmppAdapter  # noqa: E402
 from sms_gateway.config import Settings  # noqa: E402
 from sms_gateway.logs import configure_logging  # noqa: E402
-from sms_gateway.runner import smpp_adapter  # noqa: E402
+from sms_gateway.runner import freeze_startup_heap, smpp_adapter  # noqa: E402
 from tests.integration.smpp_support import SmscPeer, peer_problem, smpp_settings  # noqa: E402
 
 SHORT_NUMBER = "7377"
@@ -157,11 +157,12 @@ async def run_gateway(peer: SmscPeer, count: int, steady: int) -> tuple[dict, di
         await import_accounts(
             gateway.store, workdir / name, settings.gateway.account_pattern, BENCH_NOW
         )
-    # Wired as serve wires it.
+    # Wired and started as serve does it.
     adapter = smpp_adapter(
         gateway, smpp_settings(peer.port, window=WINDOW, max_send_rate=100_000.0)
     )
     await adapter.start()
+    freeze_startup_heap()
     await peer.wait_bound()
     try:
         fast = await burst(peer, [f"{a} 1050" for a in fast_accounts], "7926")

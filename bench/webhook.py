@@ -51,6 +51,7 @@ def serve(
     from sms_gateway.bootstrap import build_gateway
     from sms_gateway.config import Settings
     from sms_gateway.logs import configure_logging
+    from sms_gateway.runner import freeze_startup_heap
 
     async def main() -> None:
         # Logged as serve logs (INFO, JSON), into /dev/null: the lines' cost is
@@ -72,6 +73,7 @@ def serve(
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
+        freeze_startup_heap()  # as serve does once started
         ready.put(runner.addresses[0][1])
         while not stop_event.is_set():
             await asyncio.sleep(0.1)
