@@ -128,6 +128,8 @@ class SmppLink:
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
         self._wake_pending = False
+        self._wake_scheduled = False
+        self._loop_thread = threading.get_ident()  # built on the loop's thread
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"smpp-{mode}", daemon=True)
         self._finished: asyncio.Future[None] = loop.create_future()
@@ -179,6 +181,18 @@ class SmppLink:
 
     def _command(self, command: tuple[Any, ...]) -> None:
         self._commands.put(command)
+        if threading.get_ident() != self._loop_thread:
+            self._wake()
+        elif not self._wake_scheduled:
+            # One wake-up for all the commands of this turn of the loop: a wake-up per
+            # command cost a system call each and handed the GIL to this link's thread
+            # in the middle of the turn, twice per MO.
+            self._wake_scheduled = True
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody to wake for
+                self.loop.call_soon(self._wake)
+
+    def _wake(self) -> None:
+        self._wake_scheduled = False
         if not self._wake_pending:
             # A lost race only costs one spare wake-up byte.
             self._wake_pending = True
