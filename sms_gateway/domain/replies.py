@@ -7,7 +7,7 @@ the most to the least wordy; the first that fits its budget is sent.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from sms_gateway.domain.model import Meter, Outcome, Zone
@@ -113,10 +113,13 @@ def _hint(ctx: ReplyContext, locale: str) -> str:
     return f"{account}{meter_part} " + " ".join(f"{label} ..." for label in labels)
 
 
-Variants = Callable[[ReplyContext, str], list[str]]
+# The texts an outcome may say, wordiest first.
+Variants = Callable[[ReplyContext, str], Iterable[str]]
 
 
-def _accepted(ctx: ReplyContext, locale: str) -> list[str]:
+def _accepted(ctx: ReplyContext, locale: str) -> Iterator[str]:
+    # Wordiest first, each built only if the one before did not fit: most replies are
+    # this outcome's first variant (the texts were a tenth of the batch writer's time).
     d = ctx.decision
     assert d is not None
     acc = ctx.account
@@ -127,32 +130,29 @@ def _accepted(ctx: ReplyContext, locale: str) -> list[str]:
             Outcome.CONFIRMED: "Reading confirmed",
             Outcome.ACCEPTED_NEXT_PERIOD: f"Accepted for {_month(d.period, locale)}",
         }[ctx.outcome]
-        return [
-            f"{lead}, account {acc}: {_values(d.values, locale, d.consumption)}.",
-            f"{lead}, {acc}: {_values(d.values, locale, d.consumption, compact=True)}",
-            f"OK {acc}: {_values(d.values, locale, d.consumption, compact=True)}",
-            f"OK {acc}: {_values(d.values, locale, None)}",
-        ]
+        yield f"{lead}, account {acc}: {_values(d.values, locale, d.consumption)}."
+        yield f"{lead}, {acc}: {_values(d.values, locale, d.consumption, compact=True)}"
+        yield f"OK {acc}: {_values(d.values, locale, d.consumption, compact=True)}"
+        yield f"OK {acc}: {_values(d.values, locale, None)}"
+        return
     lead = {
         Outcome.ACCEPTED: "Приняты показания",
         Outcome.CORRECTED: "Исправлены показания",
         Outcome.CONFIRMED: "Подтверждены показания",
         Outcome.ACCEPTED_NEXT_PERIOD: f"Приняты в счёт за {_month(d.period, locale)}",
     }[ctx.outcome]
+    yield f"{lead} ЛС {acc}: {_values(d.values, locale, d.consumption)}."
+    yield f"{lead} ЛС {acc}: {_values(d.values, locale, d.consumption, compact=True)}"
     short = {
         Outcome.ACCEPTED: "Приняты",
         Outcome.CORRECTED: "Исправлены",
         Outcome.CONFIRMED: "Подтверждены",
         Outcome.ACCEPTED_NEXT_PERIOD: f"За {_month(d.period, locale)}",
     }[ctx.outcome]
+    yield f"{short} ЛС {acc}: {_values(d.values, locale, d.consumption, compact=True)}"
     total = f", расход {sum(d.consumption)}" if d.consumption else ""
-    return [
-        f"{lead} ЛС {acc}: {_values(d.values, locale, d.consumption)}.",
-        f"{lead} ЛС {acc}: {_values(d.values, locale, d.consumption, compact=True)}",
-        f"{short} ЛС {acc}: {_values(d.values, locale, d.consumption, compact=True)}",
-        f"{short} {acc}: {_values(d.values, locale, None)}{total}",
-        f"{short} {acc}: {_values(d.values, locale, None)}",
-    ]
+    yield f"{short} {acc}: {_values(d.values, locale, None)}{total}"
+    yield f"{short} {acc}: {_values(d.values, locale, None)}"
 
 
 def _duplicate(ctx: ReplyContext, locale: str) -> list[str]:
@@ -439,9 +439,9 @@ _TEMPLATES: dict[Outcome, Variants] = {
 
 def compose_reply(ctx: ReplyContext, locale: str = "ru") -> str:
     """The reply text for `ctx`, the wordiest variant that fits the outcome's budget."""
-    variants = _TEMPLATES[ctx.outcome](ctx, locale)
     budget = segment_budget(ctx.outcome)
-    for text in variants:
+    text = ""
+    for text in _TEMPLATES[ctx.outcome](ctx, locale):
         if segment_count(text) <= budget:
             return text
-    return variants[-1]
+    return text  # none fits: the shortest

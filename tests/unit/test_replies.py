@@ -29,6 +29,33 @@ def test_confirmation_matches_the_issue_example():
     assert compose_reply(ctx) == "Приняты показания ЛС 1234567833: Т1 5450 (+50), Т2 2130 (+30)."
 
 
+def test_a_confirmation_too_long_for_one_segment_takes_a_shorter_variant():
+    """Three long readings (UCS-2: 70 characters a segment): the wordiest variants do not
+    fit, the first that does is sent; when none does, the shortest."""
+    decision = Decision(
+        Outcome.ACCEPTED,
+        period="2026-11",
+        values=(123456, 234567, 345678),
+        consumption=(1234, 2345, 3456),
+        status=ReadingStatus.ACCEPTED,
+    )
+    ctx = ReplyContext(Outcome.ACCEPTED, account="121000000000", decision=decision)
+    assert (
+        compose_reply(ctx) == "Приняты 121000000000: Т1 123456, Т2 234567, Т3 345678, расход 7035"
+    )
+    longer = Decision(
+        Outcome.ACCEPTED_NEXT_PERIOD,
+        period="2026-12",
+        values=(12345678, 23456789, 34567890),
+        consumption=(1234567, 2345678, 3456789),
+        status=ReadingStatus.ACCEPTED,
+    )
+    ctx = ReplyContext(Outcome.ACCEPTED_NEXT_PERIOD, account="ABCDEFGHIJKL123456", decision=longer)
+    assert (
+        compose_reply(ctx) == "За декабрь ABCDEFGHIJKL123456: Т1 12345678, Т2 23456789, Т3 34567890"
+    )
+
+
 def test_english_confirmation():
     decision = Decision(Outcome.ACCEPTED, period="2026-11", values=(5450,), consumption=(50,))
     ctx = ReplyContext(Outcome.ACCEPTED, account="1234567833", decision=decision)
