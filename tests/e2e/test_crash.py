@@ -68,6 +68,32 @@ async def _database_facts(database_url: str) -> dict[str, object]:
         await engine.dispose()
 
 
+async def _resent_to(database_url: str) -> set[str]:
+    """Subscribers whose reply went out more than once from our side: claimed by an
+    instance that died before recording it sent, then sent again (attempts > 1)."""
+    engine = create_async_engine(database_url)
+    try:
+        async with engine.connect() as conn:
+            rows = await conn.execute(
+                select(messages.c.phone).where(
+                    messages.c.direction == "out", messages.c.attempts > 1
+                )
+            )
+            return {row.phone.lstrip("+") for row in rows}
+    finally:
+        await engine.dispose()
+
+
+def _assert_second_replies_only_where_resent(final: dict, resent: set[str]) -> None:
+    """The one case where a subscriber gets a second reply: SMPP 3.4 cannot tell whether
+    a submit_sm the dead process wrote reached the SMSC, so a reply it had not yet
+    recorded as sent goes out again (at-least-once; docs/operations.md, "Delivery
+    guarantees"). Every second reply must be one of those, and none gets a third."""
+    assert final["most_replies"] <= 2
+    assert set(final["twice"]) <= resent, sorted(set(final["twice"]) - resent)[:10]
+    print(f"second replies: {len(final['twice'])}, replies sent again: {len(resent)}")
+
+
 async def _until_outbox_drained(database_url: str, timeout: float = 90) -> None:
     """Replies the killed process sent but never recorded are re-sent once their claim
     times out (claim_timeout_s): the SMSC may see every MO answered before that."""
@@ -126,11 +152,9 @@ async def test_kill_9_mid_burst_loses_nothing_and_books_once(db_url, smsc, tmp_p
         first.ensure_dead()
         second.ensure_dead()
 
-    print("at kill:", at_kill, "done:", done, "final:", final)
+    print("at kill:", at_kill, "done:", {k: v for k, v in done.items() if k != "twice"})
     assert (MO_COUNT, MO_COUNT) == (done["acked"], done["answered"])
-    # A reply goes out twice only where the killed process had sent it but not yet
-    # recorded it; no subscriber ever gets a third.
-    assert final["most_replies"] <= 2
+    _assert_second_replies_only_where_resent(final, await _resent_to(db_url))
     assert EXPECTED == await _database_facts(db_url)
 
 
@@ -159,9 +183,7 @@ async def test_two_instances_share_the_work_and_survive_one_being_killed(pg_url,
         a.ensure_dead()
         b.ensure_dead()
 
-    print("at kill:", at_kill, "done:", done, "final:", final)
+    print("at kill:", at_kill, "done:", {k: v for k, v in done.items() if k != "twice"})
     assert (MO_COUNT, MO_COUNT) == (done["acked"], done["answered"])
-    # A reply goes out twice only where the killed process had sent it but not yet
-    # recorded it; no subscriber ever gets a third.
-    assert final["most_replies"] <= 2
+    _assert_second_replies_only_where_resent(final, await _resent_to(pg_url))
     assert EXPECTED == await _database_facts(pg_url)

@@ -388,17 +388,21 @@ function start_queue(command) {
       let answered = 0;
       let extra = 0;
       let most = 0;
+      const twice = []; // subscribers answered more than once
       for (let i = 0; i < command.count; i += 1) {
         const n = replies.get(phone(i)) || 0;
         if (n > 0) answered += 1;
-        if (n > 1) extra += n - 1;
+        if (n > 1) {
+          extra += n - 1;
+          twice.push(phone(i));
+        }
         if (n > most) most = n;
       }
       let outstanding = 0;
       for (const flight of in_flight.values()) outstanding += flight.size;
       return {
         count: command.count, acked: acked.size, waiting: waiting.length, outstanding,
-        deliveries, redeliveries, answered, extra_replies: extra, most_replies: most,
+        deliveries, redeliveries, answered, extra_replies: extra, most_replies: most, twice,
       };
     },
     check() {
