@@ -5,7 +5,7 @@ Transport adapters (SMPP, Twilio, CLI) see only `InboundPipeline` and `Outbox`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -72,6 +72,10 @@ class Outbox(Protocol):
         ...
 
     async def mark_sent(self, outbound_id: int, transport_id: str | None) -> None: ...
+
+    async def mark_sent_many(self, sent: Sequence[tuple[int, str | None]]) -> None:
+        """mark_sent for each (outbound_id, transport_id), in one commit."""
+        ...
 
     async def mark_failed(self, outbound_id: int, error: str) -> None: ...
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from datetime import datetime, timedelta
 
 from sqlalchemy.engine import Connection
@@ -42,6 +42,13 @@ class SqlOutbox:
 
     async def mark_sent(self, outbound_id: int, transport_id: str | None) -> None:
         await self._set_status(outbound_id, "sent", transport_id, None)
+
+    async def mark_sent_many(self, sent: Sequence[tuple[int, str | None]]) -> None:
+        self._status_changes.extend(
+            {"b_id": outbound_id, "status": "sent", "transport_id": transport_id, "error": None}
+            for outbound_id, transport_id in sent
+        )
+        await self.commits.run(self._flush_status_changes)
 
     async def mark_failed(self, outbound_id: int, error: str) -> None:
         await self._set_status(outbound_id, "failed", None, error)

@@ -25,7 +25,9 @@ import itertools
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Coroutine
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -138,12 +140,64 @@ class _Pacer:
         self.interval = 1.0 / rate
         self.next_at = 0.0
 
-    async def acquire(self) -> None:
+    def reserve(self) -> float:
+        """The monotonic time of the next free slot, now taken."""
         now = time.monotonic()
         at = max(self.next_at, now)
         self.next_at = at + self.interval
-        if at > now:
-            await asyncio.sleep(at - now)
+        return at
+
+    async def acquire(self) -> None:
+        delay = self.reserve() - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+
+class _Window:
+    """At most `size` submit_sm without their submit_sm_resp. Unlike asyncio.Semaphore
+    it can be taken without awaiting, by the quick path (`SmppAdapter.offer`)."""
+
+    def __init__(self, size: int) -> None:
+        self.free = size
+        self._waiters: deque[asyncio.Future[None]] = deque()
+
+    def try_take(self) -> bool:
+        if self.free > 0 and not self._waiters:
+            self.free -= 1
+            return True
+        return False
+
+    async def take(self) -> None:
+        if self.try_take():
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await waiter  # give() hands its slot straight to us
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self.give()  # handed a slot as we were cancelled: pass it on
+            else:
+                with contextlib.suppress(ValueError):  # give() may have dropped it
+                    self._waiters.remove(waiter)
+            raise
+
+    def give(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+        self.free += 1
+
+
+@dataclass(slots=True)
+class _Quick:
+    """A reply sent by the quick path, waiting for its submit_sm_resp."""
+
+    outbound: OutboundSms
+    link: SmppLink
+    started: float
 
 
 class SmppAdapter:
@@ -185,8 +239,13 @@ class SmppAdapter:
         self._send_loop_full = False
         self._pending: dict[int, tuple[_SubmitFuture, SmppLink]] = {}
         self._tokens = itertools.count(1)
-        self._window = asyncio.Semaphore(max(1, settings.window))
+        self._window = _Window(max(1, settings.window))
         self._pacer = _Pacer(settings.max_send_rate)
+        # Replies sent by the quick path, by token, until their submit_sm_resp comes.
+        self._quick: dict[int, _Quick] = {}
+        # Replies confirmed sent, not yet marked in the outbox: one commit for them all.
+        self._sent_marks: list[tuple[_Quick, str | None]] = []
+        self._marks_task: asyncio.Task[None] | None = None
         self._throttled_until = 0.0
         self._throttle_delay = THROTTLE_MIN_S
         self._reference = itertools.count(int(time.time()) & 0xFF)
@@ -237,7 +296,7 @@ class SmppAdapter:
         self._outbox_idle = False
         self.notify_outbox()
         while _remaining(deadline) > 0 and self._transmit_link() is not None:
-            if self._outbox_idle and not self._send_tasks:
+            if self._outbox_idle and not self._send_tasks and not self._quick:
                 break
             await asyncio.sleep(0.02)
         self._closing = True
@@ -245,6 +304,16 @@ class SmppAdapter:
             task.cancel()
         for task in list(self._send_tasks) + list(self._inbound_tasks):
             task.cancel()
+        # Quick sends still without their response go back to the outbox, as a
+        # cancelled _send's reply does.
+        unconfirmed, self._quick = list(self._quick.values()), {}
+        for quick in unconfirmed:
+            self._window.give()
+            self._sending_ids.discard(quick.outbound.id)
+            self._spawn(
+                self._release(quick.outbound, "shutdown before the reply was confirmed"),
+                self._send_tasks,
+            )
         leftovers = {*self._background, *self._send_tasks, *self._inbound_tasks}
         if leftovers:
             # Bounded: a task that ignores its cancellation must not keep the link bound.
@@ -282,8 +351,107 @@ class SmppAdapter:
         for outbound in replies:
             if self._closing or self._stopping:
                 self._spawn(self._release(outbound, "offered while stopping"), self._send_tasks)
+            elif not self._send_quickly(outbound):
+                self._spawn(self._send(outbound), self._send_tasks)
+
+    def _send_quickly(self, outbound: OutboundSms) -> bool:
+        """The usual case without a task of its own: one part, a free window slot, not
+        throttled, bound; sent now or, under max_send_rate, by a timer at its turn.
+        Its submit_sm_resp comes back to `_quick_result`; anything but ESME_ROK hands
+        the reply on to `_send`, which retries as it would have. (A task per reply,
+        awaiting its response and its "sent" commit, was a third of the event loop's
+        time per MO.) False: not this way, use `_send`."""
+        link = self._transmit_link()
+        if link is None or self._throttled_until > time.monotonic():
+            return False
+        try:
+            encoded = encode_reply(outbound.text, next(self._reference))
+        except MessageTooLong:
+            return False  # _send records the failure
+        if len(encoded.bodies) != 1 or not self._window.try_take():
+            return False
+        token = next(self._tokens)
+        self._quick[token] = _Quick(outbound, link, time.monotonic())
+        self._sending_ids.add(outbound.id)
+        params = self._submit_params(
+            outbound, encoded.esm_class, encoded.data_coding, encoded.bodies[0]
+        )
+        delay = self._pacer.reserve() - time.monotonic()
+        if delay > 0:
+            asyncio.get_running_loop().call_later(delay, self._submit_quick, token, params)
+        else:
+            link.submit(token, params)
+        return True
+
+    def _submit_quick(self, token: int, params: dict[str, Any]) -> None:
+        """A quick send whose turn under max_send_rate has come, if it is still due
+        (a dropped link or the stop took it back meanwhile)."""
+        quick = self._quick.get(token)
+        if quick is not None:
+            quick.link.submit(token, params)
+
+    def _quick_result(self, quick: _Quick, status: int | None, message_id: str | None) -> None:
+        self._window.give()
+        if status == ESME_ROK:
+            self._throttle_delay = THROTTLE_MIN_S
+            self._sent_marks.append((quick, message_id))
+            if self._marks_task is None or self._marks_task.done():
+                self._marks_task = asyncio.create_task(self._mark_sent())
+                self._send_tasks.add(self._marks_task)
+                self._marks_task.add_done_callback(self._send_tasks.discard)
+            return
+        # The rest as _send handles it: sent again after a pause, given up, or failed.
+        self._sending_ids.discard(quick.outbound.id)
+        if status is None or status in (ESME_RTHROTTLED, ESME_RMSGQFUL):
+            if status is not None and self.metrics is not None:
+                self.metrics.smpp_throttles.inc()
+            self._throttle()
+            outbound = quick.outbound
+            if status is None:  # no response in time: counts as an attempt, as in _send
+                self._spawn(
+                    self._unanswered(outbound, "no submit_sm_resp in time"), self._send_tasks
+                )
             else:
                 self._spawn(self._send(outbound), self._send_tasks)
+        else:
+            self._spawn(self._failed(quick.outbound, str(SubmitRejected(status))), self._send_tasks)
+
+    async def _mark_sent(self) -> None:
+        """Record every reply confirmed meanwhile as sent, in one shared commit."""
+        while self._sent_marks:
+            marks, self._sent_marks = self._sent_marks, []
+            try:
+                await self.outbox.mark_sent_many(
+                    [(q.outbound.id, message_id) for q, message_id in marks]
+                )
+            except Exception as exc:
+                # Still "sending" in the outbox: sent again once the claim times out.
+                log.warning("smpp.sent_marks_failed", count=len(marks), error=str(exc))
+            finally:
+                for quick, _ in marks:
+                    self._sending_ids.discard(quick.outbound.id)
+            if self._replies_sent is not None:
+                self._replies_sent.inc(len(marks))
+            if log.is_enabled_for(logging.DEBUG):
+                now = time.monotonic()
+                for quick, message_id in marks:
+                    log.debug(
+                        "smpp.reply_sent",
+                        outbound_id=quick.outbound.id,
+                        parts=1,
+                        message_id=message_id,
+                        phone=mask_phone(quick.outbound.phone),
+                        latency_ms=round((now - quick.started) * 1000, 1),
+                    )
+        if self._send_loop_full or not self._outbox_idle:
+            self._outbox_event.set()
+
+    async def _unanswered(self, outbound: OutboundSms, error: str) -> None:
+        """A reply whose submit_sm may or may not have arrived: retried, up to a point."""
+        if outbound.attempts >= MAX_SEND_ATTEMPTS:
+            await self._failed(outbound, f"gave up after {outbound.attempts} attempts: {error}")
+        else:
+            await self._release(outbound, error)
 
     def enquire_link(self) -> None:
         """Probe every link with an enquire_link now."""
@@ -297,6 +465,10 @@ class SmppAdapter:
             if isinstance(event, Delivered):
                 self._on_deliver(link, event)
             elif isinstance(event, SubmitResult):
+                quick = self._quick.pop(event.token, None)
+                if quick is not None:
+                    self._quick_result(quick, event.status, event.message_id)
+                    continue
                 entry = self._pending.pop(event.token, None)
                 if entry is not None and not entry[0].done():
                     entry[0].set_result((event.status, event.message_id))
@@ -360,6 +532,12 @@ class SmppAdapter:
                 del self._pending[token]
                 if not future.done():
                     future.set_exception(LinkLost(reason))
+        for token, quick in list(self._quick.items()):
+            if quick.link is link:
+                del self._quick[token]
+                self._window.give()
+                self._sending_ids.discard(quick.outbound.id)
+                self._spawn(self._unanswered(quick.outbound, reason), self._send_tasks)
 
     def _on_deliver(self, link: SmppLink, event: Delivered) -> None:
         if self._stopping:
@@ -689,22 +867,9 @@ class SmppAdapter:
             except MessageTooLong as exc:
                 await self._failed(outbound, str(exc))
                 return
-            destination = outbound.phone.lstrip("+")
-            international = outbound.phone.startswith("+")
             message_ids: list[str | None] = []
             for body in encoded.bodies:
-                params = {
-                    "source_addr_ton": self.settings.source_addr_ton,
-                    "source_addr_npi": self.settings.source_addr_npi,
-                    "source_addr": outbound.short_number or self.short_number,
-                    "dest_addr_ton": 1 if international else 0,
-                    "dest_addr_npi": 1,
-                    "destination_addr": destination,
-                    "esm_class": encoded.esm_class,
-                    "data_coding": encoded.data_coding,
-                    "registered_delivery": 1,
-                    "short_message": body,
-                }
+                params = self._submit_params(outbound, encoded.esm_class, encoded.data_coding, body)
                 message_ids.append(await self._submit(params))
             await self.outbox.mark_sent(outbound.id, message_ids[0])
             if self._replies_sent is not None:
@@ -737,6 +902,23 @@ class SmppAdapter:
             if self._send_loop_full or not self._outbox_idle:
                 self._outbox_event.set()
 
+    def _submit_params(
+        self, outbound: OutboundSms, esm_class: int, data_coding: int, body: bytes
+    ) -> dict[str, Any]:
+        """The submit_sm fields of one part of a reply."""
+        return {
+            "source_addr_ton": self.settings.source_addr_ton,
+            "source_addr_npi": self.settings.source_addr_npi,
+            "source_addr": outbound.short_number or self.short_number,
+            "dest_addr_ton": 1 if outbound.phone.startswith("+") else 0,
+            "dest_addr_npi": 1,
+            "destination_addr": outbound.phone.lstrip("+"),
+            "esm_class": esm_class,
+            "data_coding": data_coding,
+            "registered_delivery": 1,
+            "short_message": body,
+        }
+
     async def _failed(self, outbound: OutboundSms, error: str) -> None:
         log.warning(
             "smpp.reply_failed",
@@ -765,7 +947,8 @@ class SmppAdapter:
             if delay > 0:
                 await asyncio.sleep(delay)
             await self._pacer.acquire()
-            async with self._window:
+            await self._window.take()
+            try:
                 link = self._transmit_link()
                 if link is None:
                     raise LinkLost("not bound")
@@ -777,6 +960,8 @@ class SmppAdapter:
                     status, message_id = await future
                 finally:
                     self._pending.pop(token, None)
+            finally:
+                self._window.give()
             if status is None:
                 self._throttle()
                 raise SubmitTimeout("no submit_sm_resp in time")

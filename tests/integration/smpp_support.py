@@ -338,6 +338,10 @@ class MemoryGateway:
         self.outbound[outbound_id].update(status="sent", transport_id=transport_id)
         self.changed.set()
 
+    async def mark_sent_many(self, sent) -> None:
+        for outbound_id, transport_id in sent:
+            await self.mark_sent(outbound_id, transport_id)
+
     async def mark_failed(self, outbound_id: int, error: str) -> None:
         self.outbound[outbound_id].update(status="failed", error=error)
         self.changed.set()

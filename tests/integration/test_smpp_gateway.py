@@ -4,6 +4,7 @@ the database outbox across link loss and restarts, receipts stored on the reply.
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 from sqlalchemy import select
@@ -236,3 +237,141 @@ async def test_mo_during_graceful_stop_gets_a_temporary_error(
     assert [("+79161234567",)] == inbound
     replies = await rows(gateway, select(messages.c.status).where(messages.c.direction == "out"))
     assert [("pending",)] == replies
+
+
+# -- replies handed straight from the pipeline to the bound link ------------------------
+# (SmppAdapter.offer: one-part replies go out without a task of their own; whatever the
+# SMSC answers other than ESME_ROK takes the same road as a reply from the outbox.)
+
+ESME_RTHROTTLED = 0x58
+ESME_RMSGQFUL = 0x14
+ESME_RINVDSTADR = 0x0B
+SENDERS = ("79161234567", "79167654321", "79031112233")
+
+
+async def _replies(gateway) -> list[tuple[str, str, str | None]]:
+    return await rows(
+        gateway,
+        select(messages.c.phone, messages.c.status, messages.c.error)
+        .where(messages.c.direction == "out")
+        .order_by(messages.c.id),
+    )
+
+
+async def _send_readings(smsc: SmscPeer) -> None:
+    for phone in SENDERS:
+        sequence = await smsc.deliver(b"1234567833 1234", source_addr=phone)
+        assert ESME_ROK == await smsc.deliver_resp(sequence)
+
+
+async def test_direct_replies_ride_out_a_throttling_storm(smsc: SmscPeer, gateway, adapters):
+    """ESME_RTHROTTLED / ESME_RMSGQFUL on replies straight from the pipeline: sending
+    pauses, the same reply is submitted again, and every one is sent, none failed."""
+    adapter = await adapters()
+    await smsc.wait_bound()
+    storm = [ESME_RTHROTTLED] * 4 + [ESME_RMSGQFUL] * 2
+    await smsc.set_faults(submit_statuses=storm)
+    await _send_readings(smsc)
+
+    async def all_sent() -> bool:
+        return [status for _, status, _ in await _replies(gateway)] == ["sent"] * 3
+
+    await until(all_sent, timeout=15)
+    await smsc.wait_count(lambda e: e.get("command") == "submit_sm", 3 + len(storm))
+    await asyncio.sleep(0.1)
+    assert 3 + len(storm) == len(smsc.pdus("submit_sm"))
+    assert len(storm) == adapter.metrics.smpp_throttles._value.get()
+    accepted = {s["destination_addr"] for s in smsc.pdus("submit_sm") if "assigned_message_id" in s}
+    assert set(SENDERS) == accepted
+
+
+async def test_direct_reply_refused_by_the_smsc_is_marked_failed(smsc: SmscPeer, gateway, adapters):
+    """Any other error status: the reply is failed with that status, not retried."""
+    await adapters()
+    await smsc.wait_bound()
+    await smsc.set_faults(submit_statuses=[ESME_RINVDSTADR])
+    sequence = await smsc.deliver(b"1234567833 1234", source_addr="79161234567")
+    assert ESME_ROK == await smsc.deliver_resp(sequence)
+
+    async def failed() -> bool:
+        found = await _replies(gateway)
+        return bool(found) and found[0][1] == "failed"
+
+    await until(failed)
+    [(_, _, error)] = await _replies(gateway)
+    assert error is not None and "submit_sm_resp 0x0000000b" in error
+    await asyncio.sleep(0.2)
+    assert 1 == len(smsc.pdus("submit_sm"))
+
+
+async def test_direct_reply_without_an_answer_goes_back_and_out_again(
+    smsc: SmscPeer, gateway, adapters
+):
+    """No submit_sm_resp in time: the reply is released to the outbox with the reason,
+    and sent from there once the SMSC answers again."""
+    await adapters(response_timeout_s=0.3)
+    await smsc.wait_bound()
+    await smsc.set_faults(silent_submit=True)
+    sequence = await smsc.deliver(b"1234567833 1234", source_addr="79161234567")
+    assert ESME_ROK == await smsc.deliver_resp(sequence)
+    await smsc.wait_pdu("submit_sm")
+
+    async def released() -> bool:
+        return [("+79161234567", "pending", "no submit_sm_resp in time")] == await _replies(gateway)
+
+    await until(released)
+    await smsc.set_faults(silent_submit=False)
+
+    async def sent() -> bool:
+        found = await _replies(gateway)
+        return bool(found) and found[0][1] == "sent"
+
+    await until(sent, timeout=5)
+    assert 2 == len(smsc.pdus("submit_sm"))
+
+
+async def test_direct_replies_in_flight_when_the_link_drops_are_sent_after_the_rebind(
+    smsc: SmscPeer, gateway, adapters
+):
+    """The SMSC drops TCP after the second of three replies: after the re-bind each
+    subscriber has an answer, none more than two (those on the wire at the drop)."""
+    await adapters()
+    await smsc.wait_bound()
+    await smsc.set_faults(drop_after_submits=2)
+    for phone in SENDERS:
+        await smsc.deliver(b"1234567833 1234", source_addr=phone)
+
+    async def all_sent() -> bool:
+        return [status for _, status, _ in await _replies(gateway)] == ["sent"] * 3
+
+    await until(all_sent, timeout=15)
+    await smsc.wait_bound(2)
+    destinations = [s["destination_addr"] for s in smsc.pdus("submit_sm")]
+    assert set(SENDERS) == set(destinations)
+    assert all(destinations.count(phone) <= 2 for phone in SENDERS)
+
+
+async def test_a_long_direct_reply_is_sent_in_parts(smsc: SmscPeer, gateway, adapters):
+    """A reply of two parts (the help text) takes the general road: both parts, once."""
+    await adapters()
+    await smsc.wait_bound()
+    await smsc.deliver("ПОМОЩЬ".encode("utf-16-be"), source_addr="79161234567", data_coding=8)
+    await smsc.wait_count(lambda e: e.get("command") == "submit_sm", 2)
+
+    async def sent() -> bool:
+        return [("+79161234567", "sent", None)] == await _replies(gateway)
+
+    await until(sent)
+    parts = sorted(s["short_message_hex"][10:12] for s in smsc.pdus("submit_sm"))
+    assert ["01", "02"] == parts
+
+
+async def test_direct_replies_keep_to_max_send_rate(smsc: SmscPeer, gateway, adapters):
+    """max_send_rate = 10/s: three replies due at once take at least 0.2 s to go out."""
+    await adapters(max_send_rate=10.0)
+    await smsc.wait_bound()
+    started = time.monotonic()
+    for phone in SENDERS:
+        await smsc.deliver(b"1234567833 1234", source_addr=phone)
+    await smsc.wait_count(lambda e: e.get("command") == "submit_sm", 3)
+    assert time.monotonic() - started >= 0.18
