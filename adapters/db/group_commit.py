@@ -30,6 +30,7 @@ log = structlog.get_logger("adapters.db.group_commit")
 class _Queued:
     operation: Operation
     future: asyncio.Future[Any]
+    ride_along: bool = False
 
 
 class GroupCommit:
@@ -39,9 +40,11 @@ class GroupCommit:
             self._commit, _log_failure, max_batch=max_batch, name="group-commit"
         )
 
-    async def run(self, operation: Callable[[Connection], T]) -> T:
-        """Run `operation(conn)` in the next shared transaction; its result after the commit."""
-        queued = _Queued(operation, asyncio.get_running_loop().create_future())
+    async def run(self, operation: Callable[[Connection], T], ride_along: bool = False) -> T:
+        """Run `operation(conn)` in the next shared transaction; its result after the commit.
+
+        ride_along: see SqlStore.run_transaction (waits a little for company)."""
+        queued = _Queued(operation, asyncio.get_running_loop().create_future(), ride_along)
         await self._queue.put(queued)
         result: T = queued.future.result()
         return result
@@ -53,7 +56,8 @@ class GroupCommit:
         def run_all(conn: Connection) -> list[Any]:
             return [queued.operation(conn) for queued in batch]
 
-        results = await self.store.run_transaction(run_all)
+        ride_along = all(queued.ride_along for queued in batch)
+        results = await self.store.run_transaction(run_all, ride_along=ride_along)
         for queued, result in zip(batch, results, strict=True):
             if not queued.future.done():  # done: its caller was cancelled
                 queued.future.set_result(result)

@@ -48,7 +48,7 @@ class SqlOutbox:
             {"b_id": outbound_id, "status": "sent", "transport_id": transport_id, "error": None}
             for outbound_id, transport_id in sent
         )
-        await self.commits.run(self._flush_status_changes)
+        await self.commits.run(self._flush_status_changes, ride_along=True)
 
     async def mark_failed(self, outbound_id: int, error: str) -> None:
         await self._set_status(outbound_id, "failed", None, error)
@@ -64,7 +64,7 @@ class SqlOutbox:
         self._status_changes.append(
             {"b_id": outbound_id, "status": status, "transport_id": transport_id, "error": error}
         )
-        await self.commits.run(self._flush_status_changes)
+        await self.commits.run(self._flush_status_changes, ride_along=True)
 
     def _flush_status_changes(self, conn: Connection) -> None:
         changes, self._status_changes = self._status_changes, []

@@ -16,9 +16,7 @@ NOW = datetime(2026, 11, 18, 9, 0)
 
 def _opt_out(phone: str, fail: bool = False):
     def work(conn):
-        conn.execute(
-            insert(phone_preferences).values(phone=phone, opted_out=True, updated_at=NOW)
-        )
+        conn.execute(insert(phone_preferences).values(phone=phone, opted_out=True, updated_at=NOW))
         if fail:
             raise ValueError(f"{phone} breaks after writing")
         return phone
@@ -40,6 +38,7 @@ async def gateway(db_url, settings_for, gateway_factory):
 async def test_one_failing_piece_of_work_does_not_undo_the_others(gateway):
     """Three pieces queued at once: the failing one raises to its caller and its write
     is gone; the two others are committed."""
+
     def hold_the_writer(conn):
         # On SQLite the next three queue up behind this and share one transaction.
         time.sleep(0.3)
@@ -63,3 +62,46 @@ async def test_work_alone_that_fails_leaves_nothing(gateway):
         await gateway.store.run_transaction(_opt_out("+79000000004", fail=True))
     assert [] == await _phones(gateway)
 
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+async def test_work_that_rides_along_shares_the_next_commit(gateway):
+    """A reply marked sent waits briefly for other work and commits with it: two pieces
+    of work, one commit. Alone, it commits after RIDE_ALONG_S, not never."""
+    from sqlalchemy import event
+
+    from adapters.db.store import RIDE_ALONG_S
+
+    commits: list[int] = []
+    event.listen(gateway.store.batch_engine, "commit", lambda conn: commits.append(1))
+    store = gateway.store
+
+    riding = asyncio.create_task(store.run_transaction(_opt_out("+79000000006"), ride_along=True))
+    await asyncio.sleep(RIDE_ALONG_S / 4)
+    assert not riding.done()
+    assert "+79000000007" == await store.run_transaction(_opt_out("+79000000007"))
+    assert "+79000000006" == await riding
+    assert 1 == len(commits)
+
+    started = time.monotonic()
+    await store.run_transaction(_opt_out("+79000000008"), ride_along=True)
+    waited = time.monotonic() - started
+    assert 2 == len(commits)
+    assert RIDE_ALONG_S * 0.8 <= waited < 1.0
+    assert ["+79000000006", "+79000000007", "+79000000008"] == await _phones(gateway)
+
+
+async def test_outbox_status_changes_ride_along(gateway, monkeypatch):
+    """What rides along: replies marked sent, failed or released; a claim does not."""
+    seen: list[bool] = []
+    real = gateway.store.run_transaction
+
+    async def spy(work, ride_along=False):
+        seen.append(ride_along)
+        return await real(work, ride_along=ride_along)
+
+    monkeypatch.setattr(gateway.store, "run_transaction", spy)
+    await gateway.outbox.mark_sent(12345, "msg-1")
+    await gateway.outbox.mark_sent_many([(12346, "msg-2")])
+    await gateway.outbox.release(12347, "link lost")
+    await gateway.outbox.claim("smpp", 10)
+    assert [True, True, True, False] == seen
