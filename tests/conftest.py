@@ -152,9 +152,7 @@ async def gateway_factory(
     built = []
 
     async def factory(settings: Settings, demo: bool = True, migrate: bool = False) -> object:
-        gateway = await build_gateway(
-            settings, migrate=migrate, check_schema=migrate, clock=clock
-        )
+        gateway = await build_gateway(settings, migrate=migrate, check_schema=migrate, clock=clock)
         built.append(gateway)
         if demo:
             await import_accounts(

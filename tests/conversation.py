@@ -1,10 +1,10 @@
 """Conversation scripts, read like the SMS thread a subscriber sees.
 
-    @ 2026-11-18 09:00          the clock (UTC) from here on
-    79161234567 > 1234567833 1234
-    < Приняты показания ЛС 1234567833: Т1 1234 (+50).
-    79161234567 > СТОП
-    < (no reply)
+@ 2026-11-18 09:00          the clock (UTC) from here on
+79161234567 > 1234567833 1234
+< Приняты показания ЛС 1234567833: Т1 1234 (+50).
+79161234567 > СТОП
+< (no reply)
 """
 
 from __future__ import annotations

@@ -57,7 +57,9 @@ def test_import_send_export(config: Path, tmp_path: Path):
     """The whole ops loop: migrate, import accounts, text a reading, export it."""
     upgraded = run("db", "upgrade", "--config", str(config))
     assert 0 == upgraded.returncode, upgraded.stderr
-    assert f"database upgraded from empty to {head_revision('sqlite://')}" == upgraded.stdout.strip()
+    assert (
+        f"database upgraded from empty to {head_revision('sqlite://')}" == upgraded.stdout.strip()
+    )
 
     # The demo accounts `make run` loads, and the text the README (and issue 2) sends.
     imported = run("accounts", "import", "--config", str(config), "config/demo_accounts.csv")

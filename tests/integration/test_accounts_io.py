@@ -52,9 +52,7 @@ async def test_import_then_upsert(empty_gateway, tmp_path):
         first.phones_added,
     ) == (3, 2, 3, 0, 3)
     path.write_text(
-        HEADER
-        + "0012345678,111,1,5,+79161234567,150,,,2026-10-05\n"
-        + "0012345678,444,1,5,,,,,\n",
+        HEADER + "0012345678,111,1,5,+79161234567,150,,,2026-10-05\n" + "0012345678,444,1,5,,,,,\n",
         encoding="utf-8",
     )
     second = await import_accounts(empty_gateway.store, path, PATTERN, NOW)
@@ -70,14 +68,14 @@ async def test_import_then_upsert(empty_gateway, tmp_path):
         loaded = await tx.load_accounts(["0012345678"])
     account = loaded["0012345678"]
     assert frozenset({"+79161234567", "+79031112233"}) == account.phones
-    assert [
-        (m.serial, m.last_values) for m in account.meters
-    ] == [("111", (150,)), ("222", (10, 20)), ("444", None)]
+    assert [(m.serial, m.last_values) for m in account.meters] == [
+        ("111", (150,)),
+        ("222", (10, 20)),
+        ("444", None),
+    ]
 
 
-async def test_bad_file_is_rejected_with_line_numbers_and_nothing_imported(
-    empty_gateway, tmp_path
-):
+async def test_bad_file_is_rejected_with_line_numbers_and_nothing_imported(empty_gateway, tmp_path):
     path = tmp_path / "bad.csv"
     path.write_text(
         HEADER

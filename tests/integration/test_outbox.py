@@ -57,9 +57,7 @@ async def test_stale_claims_go_back_except_those_still_being_sent(gateway, clock
     clock.now += timedelta(minutes=5)
     released = await gateway.outbox.release_stale(timedelta(minutes=2), keep={held.id})
     assert 1 == released
-    assert [(held.id, "sending", None), (abandoned.id, "pending", None)] == await _statuses(
-        gateway
-    )
+    assert [(held.id, "sending", None), (abandoned.id, "pending", None)] == await _statuses(gateway)
 
 
 async def test_recent_claims_are_not_stale(gateway, clock):

@@ -434,7 +434,10 @@ async def test_rest_mode_sends_a_reply_left_unsent(
     left = await gateway.pipeline.handle(
         InboundSms("twilio", PHONE, TWILIO_NUMBER, "1234567833 1250", clock(), external_id="SM9")
     )
-    assert "pending" == next(r for r in await table_rows(gateway, messages) if r.id == left.outbound_id).status
+    assert (
+        "pending"
+        == next(r for r in await table_rows(gateway, messages) if r.id == left.outbound_id).status
+    )
     sender = TwilioRestSender(
         twilio["account_sid"], AUTH_TOKEN, api_base_url=str(server.make_url("/"))
     )

@@ -77,7 +77,7 @@ def test_all_problems_are_reported_at_once(tmp_path):
 
 def test_type_errors_name_the_key(tmp_path):
     path = tmp_path / "g.toml"
-    path.write_text("[http]\nport = \"eighty\"\n", encoding="utf-8")
+    path.write_text('[http]\nport = "eighty"\n', encoding="utf-8")
     with pytest.raises(ConfigError) as caught:
         load_settings(path, environ={"SMS_GATEWAY__RULES__MAX_DAILY_KWH": "lots"})
     assert sorted(caught.value.problems) == [
