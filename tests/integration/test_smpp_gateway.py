@@ -375,3 +375,15 @@ async def test_direct_replies_keep_to_max_send_rate(smsc: SmscPeer, gateway, ada
         await smsc.deliver(b"1234567833 1234", source_addr=phone)
     await smsc.wait_count(lambda e: e.get("command") == "submit_sm", 3)
     assert time.monotonic() - started >= 0.18
+
+
+async def test_direct_replies_keep_to_the_window(smsc: SmscPeer, gateway, adapters):
+    """window = 2 and an SMSC that stops answering: two submit_sm go out, no third."""
+    await adapters(window=2, response_timeout_s=5.0)
+    await smsc.wait_bound()
+    await smsc.set_faults(silent_submit=True)
+    for phone in SENDERS:
+        await smsc.deliver(b"1234567833 1234", source_addr=phone)
+    await smsc.wait_count(lambda e: e.get("command") == "submit_sm", 2)
+    await asyncio.sleep(0.3)
+    assert 2 == len(smsc.pdus("submit_sm"))
