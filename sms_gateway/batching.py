@@ -59,10 +59,14 @@ class BatchQueue(Generic[ItemT]):
         still handled with its batch, and whoever settles futures skips a cancelled
         one. (No asyncio.shield: its extra future and callbacks cost more than the
         rest of put, three times per SMS.)"""
+        self.enqueue(item)
+        await item.future
+
+    def enqueue(self, item: ItemT) -> None:
+        """Queue `item` without waiting: its future is settled later."""
         if self._closed:
             raise TemporaryFailure(f"{self.name} is shutting down")
         self.requeue(item)
-        await item.future
 
     def requeue(self, item: ItemT) -> None:
         """Queue `item` without waiting for it. A batch uses it to queue the next step

@@ -5,6 +5,7 @@ Transport adapters (SMPP, Twilio, CLI) see only `InboundPipeline` and `Outbox`.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -49,15 +50,18 @@ class InboundPipeline(Protocol):
         """Parse, validate, book and store the reply (in the outbox for queued channels)."""
         ...
 
-    async def receive(
+    def receive(
         self, inbound: InboundSms, acknowledge: Callable[[AcceptedInbound], None]
-    ) -> Reply:
+    ) -> asyncio.Future[Reply]:
         """accept, then `acknowledge(accepted)`, then process: for transports that
         acknowledge a message once it is stored and answer it later (SMPP). One call
-        instead of two; the same order and the same guarantees.
+        instead of two; the same order and the same guarantees. It returns at once:
+        the future holds the Reply (or the error); cancelling it before the
+        acknowledgement leaves the message unacknowledged.
 
         An error before `acknowledge` was called: the message is not stored (do not
-        acknowledge it). After: it is stored, and recovery processes it later.
+        acknowledge it). After: it is stored, and recovery processes it later. Raises
+        TemporaryFailure at once when the pipeline is shutting down.
         """
         ...
 

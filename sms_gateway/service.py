@@ -176,13 +176,16 @@ class GatewayService:
         )
         return cast(Reply, job.future.result())
 
-    async def receive(
+    def receive(
         self, inbound: InboundSms, acknowledge: Callable[[AcceptedInbound], None]
-    ) -> Reply:
+    ) -> asyncio.Future[Reply]:
         # One job for both steps: after its accept commits, _settle acknowledges it and
-        # queues it again to be processed, without waking the caller in between.
-        job = await self._submit("receive", inbound, acknowledge=acknowledge)
-        return cast(Reply, job.future.result())
+        # queues it again to be processed, without waking the caller in between. No
+        # coroutine either: the SMPP adapter takes the future with a callback rather
+        # than a task per MO.
+        job = self._job("receive", inbound, acknowledge=acknowledge)
+        self._jobs.enqueue(job)
+        return cast("asyncio.Future[Reply]", job.future)
 
     async def handle(self, inbound: InboundSms) -> Reply:
         job = await self._submit("handle", inbound)
@@ -197,7 +200,14 @@ class GatewayService:
         await self._jobs.aclose()
 
     async def _submit(
-        self,
+        self, kind: str, inbound: InboundSms, inbound_id: int | None = None, duplicate: bool = False
+    ) -> _Job:
+        job = self._job(kind, inbound, inbound_id, duplicate)
+        await self._jobs.put(job)
+        return job
+
+    @staticmethod
+    def _job(
         kind: str,
         inbound: InboundSms,
         inbound_id: int | None = None,
@@ -207,16 +217,8 @@ class GatewayService:
         if inbound.external_id is None and inbound.dedupe_key is None and kind != "process":
             # Transports without an id of their own (the CLI): every message is new.
             inbound = replace(inbound, dedupe_key=uuid.uuid4().hex)
-        job = _Job(
-            kind,
-            inbound,
-            asyncio.get_running_loop().create_future(),
-            inbound_id,
-            duplicate,
-            acknowledge,
-        )
-        await self._jobs.put(job)
-        return job
+        future = asyncio.get_running_loop().create_future()
+        return _Job(kind, inbound, future, inbound_id, duplicate, acknowledge)
 
     async def _run_batch(self, batch: list[_Job]) -> None:
         self._settle(batch, await self._transaction(batch))

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import itertools
 import logging
@@ -230,8 +231,9 @@ class SmppAdapter:
         self._stopping = False
         self._closing = False
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._inbound_tasks: set[asyncio.Task[Any]] = set()
-        self._send_tasks: set[asyncio.Task[Any]] = set()
+        # Tasks, and the pipeline's futures of whole MO (see _take_deliver).
+        self._inbound_tasks: set[asyncio.Future[Any]] = set()
+        self._send_tasks: set[asyncio.Future[Any]] = set()
         self._sending_ids: set[int] = set()
         self._background: list[asyncio.Task[Any]] = []
         self._outbox_event = asyncio.Event()
@@ -302,8 +304,8 @@ class SmppAdapter:
         self._closing = True
         for task in self._background:
             task.cancel()
-        for task in list(self._send_tasks) + list(self._inbound_tasks):
-            task.cancel()
+        for pending in list(self._send_tasks) + list(self._inbound_tasks):
+            pending.cancel()
         # Quick sends still without their response go back to the outbox, as a
         # cancelled _send's reply does.
         unconfirmed, self._quick = list(self._quick.values()), {}
@@ -547,19 +549,26 @@ class SmppAdapter:
             log.warning("smpp.mo_deferred", reason="too many messages in hand")
             link.respond(event, ESME_RX_T_APPN)
             return
-        self._spawn(self._handle_deliver(link, event), self._inbound_tasks)
+        try:
+            self._take_deliver(link, event)
+        except Exception:
+            # Nothing of it is stored: the SMSC keeps it and delivers it again.
+            log.exception("smpp.mo_accept_failed")
+            link.respond(event, ESME_RX_T_APPN)
 
-    def _spawn(self, coroutine: Coroutine[Any, Any, Any], group: set[asyncio.Task[Any]]) -> None:
+    def _spawn(self, coroutine: Coroutine[Any, Any, Any], group: set[asyncio.Future[Any]]) -> None:
         task = asyncio.create_task(coroutine)
         group.add(task)
         task.add_done_callback(group.discard)
 
     # ---- inbound ---------------------------------------------------------------------
 
-    async def _handle_deliver(self, link: SmppLink, event: Delivered) -> None:
+    def _take_deliver(self, link: SmppLink, event: Delivered) -> None:
+        """A deliver_sm: a receipt or a part of a long MO is handled by a task of its
+        own; a whole MO, nearly all of them, goes to the pipeline straight away."""
         deliver = event.deliver
         if deliver.esm_class & ESM_MESSAGE_TYPE_MASK:
-            await self._handle_receipt(link, event)
+            self._spawn(self._handle_receipt(link, event), self._inbound_tasks)
             return
         user_data = deliver.short_message or deliver.tlvs.get(TLV_MESSAGE_PAYLOAD, b"")
         concatenation: Concatenation | None = None
@@ -592,7 +601,7 @@ class SmppAdapter:
                 received_at=received_at,
                 external_id=external_id,
             )
-            await self._handle_part(link, event, part)
+            self._spawn(self._handle_part(link, event, part), self._inbound_tasks)
             return
         text = decode_text(user_data, deliver.data_coding, self.settings.dcs0_charset)
         inbound = InboundSms(
@@ -614,23 +623,45 @@ class SmppAdapter:
             link.respond(event, ESME_ROK)
 
         try:
-            reply = await self.pipeline.receive(inbound, acknowledge)
-        except Exception as exc:
-            if acknowledged:
-                log.exception(
-                    "smpp.mo_process_failed",
-                    inbound_id=acknowledged[0].inbound_id,
-                    phone=mask_phone(inbound.phone),
-                )
-                return
-            # Whatever went wrong, the message is not stored: it must not be acked.
-            if isinstance(exc, TemporaryFailure):
-                log.warning("smpp.mo_deferred", reason=str(exc), phone=mask_phone(inbound.phone))
-            else:
-                log.exception("smpp.mo_accept_failed", phone=mask_phone(inbound.phone))
+            handled = self.pipeline.receive(inbound, acknowledge)
+        except TemporaryFailure as exc:
+            log.warning("smpp.mo_deferred", reason=str(exc), phone=mask_phone(inbound.phone))
             link.respond(event, ESME_RX_T_APPN)
             return
-        self._processed(acknowledged[0], reply, event.received_at)
+        # A callback, not a task per MO: the future is the pipeline's own.
+        self._inbound_tasks.add(handled)
+        handled.add_done_callback(
+            functools.partial(self._received, link, event, inbound, acknowledged)
+        )
+
+    def _received(
+        self,
+        link: SmppLink,
+        event: Delivered,
+        inbound: InboundSms,
+        acknowledged: list[AcceptedInbound],
+        handled: asyncio.Future[Reply],
+    ) -> None:
+        self._inbound_tasks.discard(handled)
+        if handled.cancelled():
+            return  # the stop gave up on it: acknowledged or not, it is the SMSC's or stored
+        error = handled.exception()
+        if error is None:
+            self._processed(acknowledged[0], handled.result(), event.received_at)
+        elif acknowledged:
+            log.error(
+                "smpp.mo_process_failed",
+                inbound_id=acknowledged[0].inbound_id,
+                phone=mask_phone(inbound.phone),
+                exc_info=error,
+            )
+        else:
+            # Whatever went wrong, the message is not stored: it must not be acked.
+            if isinstance(error, TemporaryFailure):
+                log.warning("smpp.mo_deferred", reason=str(error), phone=mask_phone(inbound.phone))
+            else:
+                log.error("smpp.mo_accept_failed", phone=mask_phone(inbound.phone), exc_info=error)
+            link.respond(event, ESME_RX_T_APPN)
 
     def _external_id(self, deliver: DeliverSm) -> str | None:
         if self._mo_id_tlv and deliver.tlvs.get(self._mo_id_tlv):

@@ -287,12 +287,15 @@ class MemoryGateway:
         self.changed.set()
         return Reply(Outcome.ACCEPTED, text, accepted.inbound_id, outbound_id)
 
-    async def receive(
+    def receive(
         self, inbound: InboundSms, acknowledge: Callable[[AcceptedInbound], None]
-    ) -> Reply:
-        accepted = await self.accept(inbound)
-        acknowledge(accepted)
-        return await self.process(accepted)
+    ) -> asyncio.Future[Reply]:
+        async def both() -> Reply:
+            accepted = await self.accept(inbound)
+            acknowledge(accepted)
+            return await self.process(accepted)
+
+        return asyncio.ensure_future(both())
 
     async def handle(self, inbound: InboundSms) -> Reply:
         return await self.process(await self.accept(inbound))
