@@ -333,8 +333,8 @@ class SqlStore:
 
         ride_along (SQLite): work nobody waits on to answer a subscriber (replies marked
         sent) waits up to RIDE_ALONG_S for other work to share its commit, instead of
-        paying a commit of its own: a commit's page writes cost about as much CPU as
-        the SQL of twenty messages.
+        paying a commit of its own: in the SMPP bench a commit cost about 400 µs of CPU
+        (its pages written to the WAL), the SQL of six or seven messages.
         """
         if self._batch_thread is None:
             with _mapped_errors():

@@ -5,8 +5,11 @@ One hop per step, all on the event loop (the link threads only move PDUs):
     deliver_sm  -> decode (data_coding, UDH/SAR, message_payload) -> InboundSms
                 -> pipeline.receive(): stored durably -> deliver_sm_resp ESME_ROK
                    (cannot store / shutting down / too much in hand: ESME_RX_T_APPN)
-                   -> processed in a later batch -> the reply, handed to _send
+                   -> processed in a later batch -> the reply, offered to this adapter
                    (a long MO's joined text: pipeline.accept(), then .process())
+    offer       -> one part, window free, not throttled: submit_sm now (or at its
+                   turn under max_send_rate), no task of its own (_send_quickly);
+                   otherwise, or on any answer but ESME_ROK: _send as below
     outbox      -> claim("smpp") -> encode + split -> submit_sm, windowed and paced
                 -> submit_sm_resp: mark_sent(message_id) | throttled: back off, retry
                    | other error: mark_failed | no answer / link lost: release
