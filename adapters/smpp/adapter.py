@@ -33,7 +33,7 @@ from collections import deque
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import structlog
 from smpplib import consts
@@ -96,6 +96,7 @@ HOUSEKEEPING_S = 0.1
 THROTTLE_MIN_S = 0.05
 THROTTLE_MAX_S = 5.0
 MAX_SEND_ATTEMPTS = 5
+NO_RESPONSE = "no submit_sm_resp in time"
 
 
 _SubmitFuture = asyncio.Future[tuple[int | None, str | None]]
@@ -397,29 +398,26 @@ class SmppAdapter:
 
     def _quick_result(self, quick: _Quick, status: int | None, message_id: str | None) -> None:
         self._window.give()
-        if status == ESME_ROK:
-            self._throttle_delay = THROTTLE_MIN_S
+        verdict = self._judge(status)
+        if verdict == "sent":
             self._sent_marks.append((quick, message_id))
             if self._marks_task is None or self._marks_task.done():
                 self._marks_task = asyncio.create_task(self._mark_sent())
                 self._send_tasks.add(self._marks_task)
                 self._marks_task.add_done_callback(self._send_tasks.discard)
             return
-        # The rest as _send handles it: sent again after a pause, given up, or failed.
-        self._sending_ids.discard(quick.outbound.id)
-        if status is None or status in (ESME_RTHROTTLED, ESME_RMSGQFUL):
-            if status is not None and self.metrics is not None:
-                self.metrics.smpp_throttles.inc()
-            self._throttle()
-            outbound = quick.outbound
-            if status is None:  # no response in time: counts as an attempt, as in _send
-                self._spawn(
-                    self._unanswered(outbound, "no submit_sm_resp in time"), self._send_tasks
-                )
-            else:
-                self._spawn(self._send(outbound), self._send_tasks)
+        # The rest as _send takes it: sent again after the pause, released or given up,
+        # or failed.
+        outbound = quick.outbound
+        self._sending_ids.discard(outbound.id)
+        if verdict == "again":
+            self._spawn(self._send(outbound), self._send_tasks)
+        elif verdict == "unanswered":
+            self._spawn(self._unanswered(outbound, NO_RESPONSE), self._send_tasks)
         else:
-            self._spawn(self._failed(quick.outbound, str(SubmitRejected(status))), self._send_tasks)
+            self._spawn(
+                self._failed(outbound, str(SubmitRejected(cast(int, status)))), self._send_tasks
+            )
 
     async def _mark_sent(self) -> None:
         """Record every reply confirmed meanwhile as sent, in one shared commit."""
@@ -920,11 +918,7 @@ class SmppAdapter:
         except SubmitRejected as exc:
             await self._failed(outbound, str(exc))
         except (LinkLost, SubmitTimeout) as exc:
-            error = str(exc) or type(exc).__name__
-            if outbound.attempts >= MAX_SEND_ATTEMPTS:
-                await self._failed(outbound, f"gave up after {outbound.attempts} attempts: {error}")
-            else:
-                await self._release(outbound, error)
+            await self._unanswered(outbound, str(exc) or type(exc).__name__)
         except asyncio.CancelledError:
             await self._release(outbound, "shutdown before the reply was confirmed")
             raise
@@ -996,18 +990,31 @@ class SmppAdapter:
                     self._pending.pop(token, None)
             finally:
                 self._window.give()
-            if status is None:
-                self._throttle()
-                raise SubmitTimeout("no submit_sm_resp in time")
-            if status == ESME_ROK:
-                self._throttle_delay = THROTTLE_MIN_S
+            verdict = self._judge(status)
+            if verdict == "sent":
                 return message_id
-            if status in (ESME_RTHROTTLED, ESME_RMSGQFUL):
-                if self.metrics is not None:
-                    self.metrics.smpp_throttles.inc()
-                self._throttle()
+            if verdict == "again":
                 continue
-            raise SubmitRejected(status)
+            if verdict == "unanswered":
+                raise SubmitTimeout(NO_RESPONSE)
+            raise SubmitRejected(cast(int, status))
+
+    def _judge(self, status: int | None) -> str:
+        """What a submit_sm's outcome means for its reply: "sent", "again" (throttled:
+        the same part once the pause is over), "unanswered" (no response in time) or
+        "rejected"; and for all sending: a throttle or a silence pauses it."""
+        if status == ESME_ROK:
+            self._throttle_delay = THROTTLE_MIN_S
+            return "sent"
+        if status is None:
+            self._throttle()
+            return "unanswered"
+        if status in (ESME_RTHROTTLED, ESME_RMSGQFUL):
+            if self.metrics is not None:
+                self.metrics.smpp_throttles.inc()
+            self._throttle()
+            return "again"
+        return "rejected"
 
     def _throttle(self) -> None:
         """Pause all sending; each throttle in a row doubles the pause."""
