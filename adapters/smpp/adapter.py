@@ -626,7 +626,7 @@ class SmppAdapter:
         try:
             handled = self.pipeline.receive(inbound, acknowledge)
         except TemporaryFailure as exc:
-            log.warning("smpp.mo_deferred", reason=str(exc), phone=mask_phone(inbound.phone))
+            _log_not_stored(inbound, exc)
             link.respond(event, ESME_RX_T_APPN)
             return
         # A callback, not a task per MO: the future is the pipeline's own.
@@ -650,18 +650,9 @@ class SmppAdapter:
         if error is None:
             self._processed(acknowledged[0], handled.result(), event.received_at)
         elif acknowledged:
-            log.error(
-                "smpp.mo_process_failed",
-                inbound_id=acknowledged[0].inbound_id,
-                phone=mask_phone(inbound.phone),
-                exc_info=error,
-            )
+            _log_process_failed(acknowledged[0], error)
         else:
-            # Whatever went wrong, the message is not stored: it must not be acked.
-            if isinstance(error, TemporaryFailure):
-                log.warning("smpp.mo_deferred", reason=str(error), phone=mask_phone(inbound.phone))
-            else:
-                log.error("smpp.mo_accept_failed", phone=mask_phone(inbound.phone), exc_info=error)
+            _log_not_stored(inbound, error)
             link.respond(event, ESME_RX_T_APPN)
 
     def _external_id(self, deliver: DeliverSm) -> str | None:
@@ -673,22 +664,15 @@ class SmppAdapter:
     async def _accept(self, inbound: InboundSms) -> AcceptedInbound | None:
         try:
             return await self.pipeline.accept(inbound)
-        except TemporaryFailure as exc:
-            log.warning("smpp.mo_deferred", reason=str(exc), phone=mask_phone(inbound.phone))
-        except Exception:
-            # Whatever went wrong, the message is not stored: it must not be acked.
-            log.exception("smpp.mo_accept_failed", phone=mask_phone(inbound.phone))
+        except Exception as exc:
+            _log_not_stored(inbound, exc)
         return None
 
     async def _process(self, accepted: AcceptedInbound, received: float) -> None:
         try:
             reply = await self.pipeline.process(accepted)
-        except Exception:
-            log.exception(
-                "smpp.mo_process_failed",
-                inbound_id=accepted.inbound_id,
-                phone=mask_phone(accepted.inbound.phone),
-            )
+        except Exception as exc:
+            _log_process_failed(accepted, exc)
             return
         self._processed(accepted, reply, received)
 
@@ -1049,6 +1033,24 @@ def _sar(deliver: DeliverSm) -> Concatenation | None:
     if not 1 <= sequence <= total:
         return None
     return Concatenation("sar", reference, total, sequence)
+
+
+def _log_not_stored(inbound: InboundSms, error: BaseException) -> None:
+    """An MO the pipeline could not store: the transport must not acknowledge it."""
+    if isinstance(error, TemporaryFailure):
+        log.warning("smpp.mo_deferred", reason=str(error), phone=mask_phone(inbound.phone))
+    else:
+        log.error("smpp.mo_accept_failed", phone=mask_phone(inbound.phone), exc_info=error)
+
+
+def _log_process_failed(accepted: AcceptedInbound, error: BaseException) -> None:
+    """An MO stored and acknowledged whose handling failed: recovery tries it again."""
+    log.error(
+        "smpp.mo_process_failed",
+        inbound_id=accepted.inbound_id,
+        phone=mask_phone(accepted.inbound.phone),
+        exc_info=error,
+    )
 
 
 def _remaining(deadline: float) -> float:
