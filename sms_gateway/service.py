@@ -11,6 +11,7 @@ adapter builds an InboundSms
 from __future__ import annotations
 
 import asyncio
+import itertools
 import re
 import time
 import uuid
@@ -44,9 +45,17 @@ from sms_gateway.domain.parsed import (
     ParsedReadings,
     ParseFailure,
     ParseFailureReason,
+    SeveralReadings,
 )
-from sms_gateway.domain.replies import ReplyContext, compose_reply
-from sms_gateway.domain.rules import assign_zones, choose_period, evaluate_reading, match_meter
+from sms_gateway.domain.replies import ReplyContext, compose_replies, compose_reply
+from sms_gateway.domain.rules import (
+    Decision,
+    assign_zones,
+    choose_period,
+    evaluate_reading,
+    match_meter,
+    without_red_digits,
+)
 from sms_gateway.errors import TemporaryFailure
 from sms_gateway.metrics import GatewayMetrics
 from sms_gateway.phones import mask_phone, own_phone_spellings
@@ -81,6 +90,12 @@ class _Outcome:
     context: ReplyContext
     account: str | None = None
     silent: bool = False
+    # Several accounts or meters in one SMS: each part's reply, sent as one text.
+    parts: tuple[ReplyContext, ...] = ()
+
+
+class _Ambiguous(Exception):
+    """The text reads two ways (an account in groups, or the groups as readings)."""
 
 
 @dataclass(eq=False, slots=True)
@@ -273,13 +288,27 @@ class GatewayService:
         """Every token in the batch that may be an account, to load them all at once."""
         named: set[str] = set()
         for parsed in parsed_messages:
-            if isinstance(parsed, ParsedReadings):
-                if parsed.account_hint:
-                    named.add(parsed.account_hint)
-                named.update(n for n in parsed.numbers if self._account_pattern.fullmatch(n))
-            elif isinstance(parsed, ParsedCommand) and parsed.account:
-                named.add(parsed.account)
+            parts = parsed.parts if isinstance(parsed, SeveralReadings) else (parsed,)
+            for part in parts:
+                if isinstance(part, ParsedReadings):
+                    if part.account_hint:
+                        named.add(part.account_hint)
+                    named.update(n for n in part.numbers if self._account_pattern.fullmatch(n))
+                    named.update(self._joined_candidates(part))
+                elif isinstance(part, ParsedCommand) and part.account:
+                    named.add(part.account)
         return named
+
+    def _joined_candidates(self, parsed: ParsedReadings) -> list[str]:
+        """Accounts the joined groups may spell ("123-456-7890"), longest first."""
+        found: list[str] = []
+        for start, end in parsed.joins:
+            for first in range(start, end - 1):
+                for last in range(end, first + 1, -1):
+                    joined = "".join(parsed.numbers[first:last])
+                    if self._account_pattern.fullmatch(joined):
+                        found.append(joined)
+        return found
 
     def _handle_one(self, unit: BatchUnit, job: _Job, now: datetime) -> _Handled:
         assert job.inbound_id is not None and job.parsed is not None
@@ -295,7 +324,12 @@ class GatewayService:
         inbound = job.inbound
         decided = self._decide(unit, inbound, job.parsed, now, job.inbound_id)
         outcome = decided.context.outcome
-        text = None if decided.silent else compose_reply(decided.context, self.locale)
+        if decided.silent:
+            text = None
+        elif decided.parts:
+            text = compose_replies(decided.parts, self.locale)
+        else:
+            text = compose_reply(decided.context, self.locale)
         unit.finish_inbound(job.inbound_id, outcome, decided.account, now)
         reply = None
         if text is not None:
@@ -421,7 +455,12 @@ class GatewayService:
             return self._unparsed(tx, phone, parsed)
         if isinstance(parsed, ParsedCommand):
             return self._command(tx, phone, parsed, now)
-        decided = self._readings(tx, inbound, parsed, now, inbound_id)
+        if isinstance(parsed, ParsedReadings):
+            parsed = self._split_by_accounts(tx, parsed)
+        if isinstance(parsed, SeveralReadings):
+            decided = self._several(tx, inbound, parsed, now, inbound_id)
+        else:
+            decided = self._readings(tx, inbound, parsed, now, inbound_id)
         if decided.context.outcome in _SILENCED_BY_STOP and tx.is_opted_out(phone):
             decided.silent = True
         return decided
@@ -518,6 +557,52 @@ class GatewayService:
             account=name,
         )
 
+    def _split_by_accounts(
+        self, tx: BatchUnit, parsed: ParsedReadings
+    ) -> ParsedReadings | SeveralReadings:
+        """Bare readings for several known accounts ("1234567890 5450 2345678901 3200"):
+        one part per account, each from its account to the next."""
+        if parsed.account_hint is not None or parsed.labelled or len(parsed.numbers) < 4:
+            return parsed
+        candidates = [n for n in parsed.numbers if self._account_pattern.fullmatch(n)]
+        if len(candidates) < 2:
+            return parsed
+        known = tx.load_accounts(candidates)
+        starts = [i for i, n in enumerate(parsed.numbers) if n in known]
+        if len(set(parsed.numbers[i] for i in starts)) < 2 or starts[0] != 0:
+            return parsed
+        bounds = [*starts, len(parsed.numbers)]
+        return SeveralReadings(
+            tuple(
+                ParsedReadings(numbers=parsed.numbers[start:end])
+                for start, end in itertools.pairwise(bounds)
+            )
+        )
+
+    def _several(
+        self,
+        tx: BatchUnit,
+        inbound: InboundSms,
+        several: SeveralReadings,
+        now: datetime,
+        inbound_id: int,
+    ) -> _Outcome:
+        """Each part decided and booked on its own; one reply reports them all."""
+        decided: list[_Outcome] = []
+        account: Account | None = None
+        for part in several.parts:
+            one = self._readings(tx, inbound, part, now, inbound_id, inherited=account)
+            decided.append(one)
+            if one.account is not None:
+                account = tx.load_accounts([one.account]).get(one.account)
+        booked = [one for one in decided if one.context.outcome.books_reading]
+        lead = booked[0] if booked else decided[0]
+        return _Outcome(
+            lead.context,
+            account=lead.account,
+            parts=tuple(one.context for one in decided),
+        )
+
     def _readings(
         self,
         tx: BatchUnit,
@@ -525,9 +610,18 @@ class GatewayService:
         parsed: ParsedReadings,
         now: datetime,
         inbound_id: int,
+        inherited: Account | None = None,
     ) -> _Outcome:
         phone = inbound.phone
-        account, numbers, unknown = self._resolve_account(tx, phone, parsed)
+        try:
+            if inherited is not None and parsed.account_hint is None:
+                account: Account | None = inherited
+                numbers = self._without_own_phone(tx, phone, parsed.numbers)
+                unknown = None
+            else:
+                account, numbers, unknown = self._resolve_account(tx, phone, parsed)
+        except _Ambiguous:
+            return self._unparsed(tx, phone, ParseFailure(ParseFailureReason.AMBIGUOUS))
         if account is None:
             return _Outcome(self._context(Outcome.UNKNOWN_ACCOUNT, account=unknown))
         name = account.account
@@ -548,12 +642,20 @@ class GatewayService:
                 account=name,
             )
         if not numbers and not parsed.labelled:
-            return self._unparsed(tx, phone, ParseFailure(ParseFailureReason.NO_READINGS), account)
+            if parsed.total is None:
+                return self._unparsed(
+                    tx, phone, ParseFailure(ParseFailureReason.NO_READINGS), account
+                )
+            numbers = (parsed.total,)  # "итого 5450" is the reading of a one-zone meter
+        broken_by = self._word_between_readings(parsed, numbers)
+        if broken_by is not None:
+            failure = ParseFailure(ParseFailureReason.UNKNOWN_WORD, broken_by)
+            return self._unparsed(tx, phone, failure, account)
         labelled = dict(parsed.labelled)
-        values = assign_zones(meter, tuple(int(n) for n in numbers), labelled)
-        if values is None:
-            values = self._without_stray_numbers(meter, numbers, labelled)
-        if values is None:
+        typed = assign_zones(meter, numbers, labelled)
+        if typed is None:
+            typed = self._without_stray_numbers(meter, numbers, labelled)
+        if typed is None:
             return _Outcome(
                 self._context(Outcome.ZONE_COUNT, account=name, meter=meter, meters=account.meters),
                 account=name,
@@ -563,6 +665,23 @@ class GatewayService:
         period = choose_period(today, self.rules)
         target = period.period
         previous = tx.previous_reading(meter, target) if target else None
+        read = without_red_digits(meter, typed, previous, today, self.rules)
+        if read is None:
+            offending = next(i for i, value in enumerate(typed) if len(value) > meter.digits)
+            decision = Decision(
+                Outcome.TOO_MANY_DIGITS,
+                values=tuple(int(value) for value in typed),
+                offending_zone=Zone(offending + 1),
+            )
+            context = self._context(
+                decision.outcome,
+                account=name,
+                meter=meter,
+                meters=account.meters,
+                decision=decision,
+            )
+            return _Outcome(context, account=name)
+        values, red_digits_dropped = read
         booked_in_period = tx.reading_in_period(meter, target) if target else None
         confirms = bool(target) and tx.has_pending_confirmation(
             phone, meter, values, now - timedelta(hours=24)
@@ -595,9 +714,35 @@ class GatewayService:
             if confirms:
                 tx.clear_pending_confirmations(phone, meter)
         context = self._context(
-            decision.outcome, account=name, meter=meter, meters=account.meters, decision=decision
+            decision.outcome,
+            account=name,
+            meter=meter,
+            meters=account.meters,
+            decision=decision,
+            red_digits_dropped=red_digits_dropped,
         )
         return _Outcome(context, account=name)
+
+    @staticmethod
+    def _word_between_readings(parsed: ParsedReadings, readings: tuple[str, ...]) -> str | None:
+        """An unknown word that stood between two of the numbers read as the reading
+        ("5450 прошлый 5300"): left out, it would make them one reading."""
+        if not parsed.breaks or len(readings) < 2:
+            return None
+        positions: list[int] = []
+        cursor = len(parsed.numbers) - 1
+        for value in reversed(readings):
+            while cursor >= 0 and parsed.numbers[cursor] != value:
+                cursor -= 1
+            if cursor < 0:
+                return None
+            positions.append(cursor)
+            cursor -= 1
+        first, last = positions[-1], positions[0]
+        for index, word in parsed.breaks:
+            if first < index <= last:
+                return word
+        return None
 
     def _resolve_account(
         self, tx: BatchUnit, phone: str, parsed: ParsedReadings
@@ -614,6 +759,9 @@ class GatewayService:
             return found.get(parsed.account_hint), numbers, parsed.account_hint
         candidates = [n for n in numbers if self._account_pattern.fullmatch(n)]
         if not candidates:
+            joined = self._joined_account(tx, phone, parsed, numbers)
+            if joined is not None:
+                return joined[0], joined[1], None
             return self._phone_account(tx, phone), numbers, None
         known = tx.load_accounts(candidates)
         first = numbers[0]
@@ -624,11 +772,44 @@ class GatewayService:
             index = known_positions[0]
             rest = numbers[:index] + numbers[index + 1 :]
             return known[numbers[index]], rest, None
+        joined = self._joined_account(tx, phone, parsed, numbers)
+        if joined is not None:
+            return joined[0], joined[1], None
         return None, numbers, candidates[0]
 
+    def _joined_account(
+        self, tx: BatchUnit, phone: str, parsed: ParsedReadings, numbers: tuple[str, ...]
+    ) -> tuple[Account, tuple[str, ...]] | None:
+        """An account typed in groups as bills print it ("123-456-7890 5450"): taken when
+        the joined digits are a known account and the groups are no reading that fits
+        the phone's own account; when they are both, the text is ambiguous."""
+        candidates = self._joined_candidates(parsed)
+        if not candidates:
+            return None
+        known = tx.load_accounts(candidates)
+        hits = [c for c in candidates if c in known]
+        if len(set(hits)) != 1:
+            return None
+        account = known[hits[0]]
+        for start, end in parsed.joins:
+            for first in range(start, end - 1):
+                for last in range(end, first + 1, -1):
+                    if "".join(parsed.numbers[first:last]) == account.account:
+                        rest = parsed.numbers[:first] + parsed.numbers[last:]
+                        own = self._phone_account(tx, phone)
+                        if (
+                            own is not None
+                            and own.account != account.account
+                            and len(own.meters) == 1
+                            and own.meters[0].zones == len(numbers)
+                        ):
+                            raise _Ambiguous
+                        return account, self._without_own_phone(tx, phone, rest)
+        return None
+
     def _without_stray_numbers(
-        self, meter: Meter, numbers: tuple[str, ...], labelled: dict[Zone, int]
-    ) -> tuple[int, ...] | None:
+        self, meter: Meter, numbers: tuple[str, ...], labelled: dict[Zone, str]
+    ) -> tuple[str, ...] | None:
         """The reading once numbers that cannot be part of it are left out, when that
         makes it fit the meter: an account-like number longer than the meter's register
         ("8888888888 5550001112 5470 2150", an old account or someone's phone). Only a
@@ -638,7 +819,7 @@ class GatewayService:
         )
         if kept == numbers or not (kept or labelled):
             return None
-        return assign_zones(meter, tuple(int(n) for n in kept), labelled)
+        return assign_zones(meter, kept, labelled)
 
     @staticmethod
     def _without_own_phone(tx: BatchUnit, phone: str, numbers: tuple[str, ...]) -> tuple[str, ...]:

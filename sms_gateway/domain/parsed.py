@@ -32,25 +32,50 @@ class ParseFailureReason(enum.StrEnum):
     MIXED_LABELS = "mixed_labels"  # labelled and unlabelled readings after the account
     COMMAND_ARGUMENT = "command_argument"  # "REG" without account or meter digits
     TOO_LONG = "too_long"  # more text than any reading message needs
+    AMBIGUOUS = "ambiguous"  # the text can be read two ways: which number is the account
 
 
 @dataclass(frozen=True, slots=True)
 class ParsedReadings:
-    """A readings message.
+    """A readings message (or one part of a message that names several accounts or meters).
 
-    numbers: bare numbers in order of appearance, as typed (fractions dropped),
-        including the account when the account was a bare number.
-    labelled: values introduced by a zone label (Т1, день, Н ...), in order.
-    account_hint: a token the sender marked as the account (after ЛС, счет, ACC ...)
+    numbers: bare numbers in order of appearance, as typed (fractions dropped, leading
+        zeros kept), including the account when the account was a bare number.
+    labelled: values introduced by a zone label (Т1, день, Н ...), in order, as typed.
+    account_hint: a token the sender marked as the account (after ЛС, счет, ACC, № ...)
         or an alphanumeric token matching the account pattern; canonical form
         (upper-case, look-alike letters folded to Latin).
-    meter_hint: digits the sender marked as a meter (after ПУ, №).
+    meter_hint: digits the sender marked as a meter (after ПУ, счетчик №, № ...).
+    total: a value after "итого"/"сумма": what the meter shows in all, not a zone.
+    breaks: (i, word): an unknown word stood between numbers[i - 1] and numbers[i].
+        Left out it would put two numbers side by side that the word kept apart
+        ("5450 прошлый 5300"): the service refuses when both are readings.
+    joins: (i, j): numbers[i:j] were typed joined by single spaces or dashes, as bills
+        print an account ("123-456-7890"); the service may read them as one account.
     """
 
     numbers: tuple[str, ...] = ()
-    labelled: tuple[tuple[Zone, int], ...] = ()
+    labelled: tuple[tuple[Zone, str], ...] = ()
     account_hint: str | None = None
     meter_hint: str | None = None
+    total: str | None = None
+    breaks: tuple[tuple[int, str], ...] = ()
+    joins: tuple[tuple[int, int], ...] = ()
+
+    @property
+    def has_values(self) -> bool:
+        return bool(self.numbers or self.labelled or self.total)
+
+
+@dataclass(frozen=True, slots=True)
+class SeveralReadings:
+    """One SMS with readings for several accounts or several meters, in order.
+
+    A part that names no account belongs to the account of the part before it
+    ("ПУ 44005678 3100 ПУ 44009999 7100 3100"); each part is decided on its own.
+    """
+
+    parts: tuple[ParsedReadings, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,4 +91,4 @@ class ParseFailure:
     fragment: str = ""  # the part of the text the reason is about, for logs and replies
 
 
-ParsedMessage = ParsedReadings | ParsedCommand | ParseFailure
+ParsedMessage = ParsedReadings | SeveralReadings | ParsedCommand | ParseFailure

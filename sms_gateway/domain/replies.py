@@ -57,6 +57,8 @@ class ReplyContext:
     # Meter serials are shown only to phones linked to the account: they are what
     # REG asks for, so a stranger must not learn them from an error reply.
     reveal_meters: bool = False
+    # The typed value had more digits than the register: the red digits were left out.
+    red_digits_dropped: bool = False
 
 
 _LABELS = {"ru": ("Т1", "Т2", "Т3"), "en": ("T1", "T2", "T3")}
@@ -124,6 +126,9 @@ def _accepted(ctx: ReplyContext, locale: str) -> Iterator[str]:
     assert d is not None
     acc = ctx.account
     if locale == "en":
+        if ctx.red_digits_dropped:
+            values = _values(d.values, locale, d.consumption, compact=True)
+            yield f"Accepted without the red digits, {acc}: {values}"
         lead = {
             Outcome.ACCEPTED: "Reading accepted",
             Outcome.CORRECTED: "Reading corrected",
@@ -141,6 +146,11 @@ def _accepted(ctx: ReplyContext, locale: str) -> Iterator[str]:
         Outcome.CONFIRMED: "Подтверждены показания",
         Outcome.ACCEPTED_NEXT_PERIOD: f"Приняты в счёт за {_month(d.period, locale)}",
     }[ctx.outcome]
+    if ctx.red_digits_dropped:
+        values = _values(d.values, locale, d.consumption, compact=True)
+        yield f"{lead} ЛС {acc} без красных цифр: {values}"
+        yield f"Приняты без красных цифр ЛС {acc}: {values}"
+        yield f"Без красных цифр {acc}: {_values(d.values, locale, None)}"
     yield f"{lead} ЛС {acc}: {_values(d.values, locale, d.consumption)}."
     yield f"{lead} ЛС {acc}: {_values(d.values, locale, d.consumption, compact=True)}"
     short = {
@@ -233,6 +243,7 @@ _FAILURE_TEXT = {
         ParseFailureReason.MIXED_LABELS: "Укажите зоны у всех показаний или ни у одного.",
         ParseFailureReason.COMMAND_ARGUMENT: "Не хватает данных для команды «{fragment}».",
         ParseFailureReason.TOO_LONG: "Сообщение слишком длинное.",
+        ParseFailureReason.AMBIGUOUS: "Не ясно, где номер счёта.",
     },
     "en": {
         ParseFailureReason.EMPTY: "The message is empty.",
@@ -244,6 +255,7 @@ _FAILURE_TEXT = {
         ParseFailureReason.MIXED_LABELS: "Label every reading or none.",
         ParseFailureReason.COMMAND_ARGUMENT: "The command “{fragment}” needs more.",
         ParseFailureReason.TOO_LONG: "The message is too long.",
+        ParseFailureReason.AMBIGUOUS: "It is not clear which number is the account.",
     },
 }
 
@@ -445,3 +457,16 @@ def compose_reply(ctx: ReplyContext, locale: str = "ru") -> str:
         if segment_count(text) <= budget:
             return text
     return text  # none fits: the shortest
+
+
+def compose_replies(contexts: Sequence[ReplyContext], locale: str = "ru") -> str:
+    """One text reporting each part of an SMS with several accounts or meters, within
+    two segments: each part as wordy as the whole allows, the same level for all."""
+    variants = [list(_TEMPLATES[ctx.outcome](ctx, locale)) for ctx in contexts]
+    deepest = max(len(texts) for texts in variants)
+    text = ""
+    for level in range(deepest):
+        text = " ".join(texts[min(level, len(texts) - 1)] for texts in variants)
+        if segment_count(text) <= TWO_SEGMENTS:
+            return text
+    return text

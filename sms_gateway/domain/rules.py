@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from sms_gateway.domain.model import (
     BookedReading,
@@ -20,6 +20,8 @@ from sms_gateway.domain.model import (
     ReadingStatus,
     Zone,
 )
+
+_Value = TypeVar("_Value", int, str)
 
 
 class ReadingPolicy(Protocol):
@@ -88,8 +90,8 @@ def choose_period(today: date, policy: ReadingPolicy) -> PeriodChoice:
 
 
 def assign_zones(
-    meter: Meter, positional: tuple[int, ...], labelled: Mapping[Zone, int]
-) -> tuple[int, ...] | None:
+    meter: Meter, positional: tuple[_Value, ...], labelled: Mapping[Zone, _Value]
+) -> tuple[_Value, ...] | None:
     """The reading as one value per zone of the meter, or None when the count is wrong.
 
     Positional values fill T1, T2, T3 in order; labelled ones name their zone.
@@ -215,3 +217,35 @@ def match_meter(meters: tuple[Meter, ...], reference: str) -> Meter | None:
         return None
     suffix = [m for m in meters if m.serial.endswith(reference)]
     return suffix[0] if len(suffix) == 1 else None
+
+
+def without_red_digits(
+    meter: Meter,
+    typed: tuple[str, ...],
+    previous: PreviousReading | None,
+    today: date,
+    policy: ReadingPolicy,
+) -> tuple[tuple[int, ...], bool] | None:
+    """The reading as numbers, and whether red digits (tenths after the register's
+    digits) were dropped; None when a value has too many digits to be read safely.
+
+    A value with more digits than the register, counting the leading zeros typed,
+    is never read as a larger number than the register shows ("054321" on five
+    digits is not 54321). Its leading register digits are the reading when that is
+    plausible against the previous one: not lower, and under max_daily_kwh a day.
+    """
+    if all(len(value) <= meter.digits for value in typed):
+        return tuple(int(value) for value in typed), False
+    if previous is None:
+        return None
+    days = max(1, (today - previous.read_on).days)
+    values: list[int] = []
+    for value, old in zip(typed, previous.values, strict=True):
+        if len(value) <= meter.digits:
+            values.append(int(value))
+            continue
+        cut = int(value[: meter.digits])
+        if cut < old or (cut - old) / days > policy.max_daily_kwh:
+            return None
+        values.append(cut)
+    return tuple(values), True
