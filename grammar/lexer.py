@@ -75,6 +75,7 @@ _GLUABLE = frozenset(
         Kind.NUMBER_SIGN,
     }
 )  # fmt: skip
+_UNIT_ENDS = ("квт", "kw", "kvt", "вт")
 _LABELS = {Kind.T1: "LABEL_T1", Kind.T2: "LABEL_T2", Kind.T3: "LABEL_T3"}
 _ZONE_LABELS = {"1": "LABEL_T1", "2": "LABEL_T2", "3": "LABEL_T3"}
 _COMMANDS = {
@@ -198,8 +199,13 @@ class SmsLexer:
                 if word_kind is None and self._followed_by(pieces, i, "."):
                     word_kind = self._vocabulary.cut_short_kind(text)
             i += 1
+            if self._unit_tail(pieces, i - 1):
+                continue
             if word_kind is None:
                 out.append(("WORD", piece.start, piece.end))
+                continue
+            if self._initials(shown, pieces, i - 1):
+                i += 2  # "Иванова Н.П.": initials, not labels
                 continue
             if self._vocabulary.has_role("greeting_lead", piece.text):
                 following = self._next_word(pieces, i)
@@ -280,6 +286,28 @@ class SmsLexer:
 
     # -- neighbours ------------------------------------------------------------
 
+    def _unit_tail(self, pieces: list[Piece], i: int) -> bool:
+        """ "ч" in "5450кВт/ч", "900kw*h": the end of a unit glued to its number."""
+        if i < 2 or not self._vocabulary.has_role("unit_tail", pieces[i].text):
+            return False
+        mark, before = pieces[i - 1], pieces[i - 2].text
+        return mark.text in ("/", "*", "·", ".", "-") and before.endswith(_UNIT_ENDS)
+
+    @staticmethod
+    def _initials(shown: str, pieces: list[Piece], i: int) -> bool:
+        """One capital, a point, one more capital and a point: a name's initials."""
+        if i + 3 >= len(pieces):
+            return False
+        first, dot, second, last = pieces[i], pieces[i + 1], pieces[i + 2], pieces[i + 3]
+        return (
+            len(first.text) == 1
+            and len(second.text) == 1
+            and shown[first.start].isupper()
+            and shown[second.start].isupper()
+            and dot.text.strip() == "."
+            and last.text.startswith(".")
+        )
+
     @staticmethod
     def _next_significant(pieces: list[Piece], i: int) -> int | None:
         while i < len(pieces):
@@ -333,6 +361,8 @@ class SmsLexer:
             return following + 1
         if piece.text.isalpha() and self._kind_of(piece.text) is Kind.NUMBER_SIGN:
             return following + 1
+        if piece.text == "n" and self._digits_follow(pieces, following + 1, _SIGN_BEFORE_DIGITS):
+            return following + 1  # "лицевой счет N 1234567890"
         return i
 
     def _hash_before_account(self, pieces: list[Piece], i: int) -> bool:

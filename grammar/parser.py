@@ -564,6 +564,24 @@ class MessageParser:
         if self._compiled is None:
             self._compiled = _compiled(self._account_pattern, self._cython)
 
+    def accounts_named(self, text: str) -> tuple[str, ...]:
+        """Every token of `text` shaped like an account, in order: for the reply to a text
+        that could not be read, which should name the subscriber's own account."""
+        if len(text) > MAX_TEXT_LENGTH:
+            return ()
+        self.compile()
+        assert self._compiled is not None
+        shown = normalise(text)
+        lowered = shown.lower()
+        if len(lowered) != len(shown):
+            shown = lowered
+        pattern = self._compiled.reader.is_account
+        return tuple(
+            fold_account(token.value)
+            for token in cast(list[_Token], self._compiled.lexer.lex(lowered, shown).tokens)
+            if token.type in ("NUMBER", "ALNUM") and pattern(token.value)
+        )
+
     def parse(self, text: str) -> ParsedMessage:
         if len(text) > MAX_TEXT_LENGTH:
             return ParseFailure(Reason.TOO_LONG, text[:30])

@@ -452,7 +452,7 @@ class GatewayService:
             return _Outcome(self._context(Outcome.RATE_LIMITED), silent=already)
 
         if isinstance(parsed, ParseFailure):
-            return self._unparsed(tx, phone, parsed)
+            return self._unparsed(tx, phone, parsed, self._account_in_text(tx, inbound.text))
         if isinstance(parsed, ParsedCommand):
             return self._command(tx, phone, parsed, now)
         if isinstance(parsed, ParsedReadings):
@@ -479,6 +479,14 @@ class GatewayService:
         if len(linked) != 1:
             return None
         return (tx.load_accounts(linked)).get(linked[0])
+
+    def _account_in_text(self, tx: BatchUnit, text: str) -> Account | None:
+        """The first known account a text that could not be read names, if any."""
+        named = self.parser.accounts_named(text)
+        if not named:
+            return None
+        known = tx.load_accounts(list(named))
+        return next((known[name] for name in named if name in known), None)
 
     def _unparsed(
         self,
@@ -572,9 +580,13 @@ class GatewayService:
         if len(set(parsed.numbers[i] for i in starts)) < 2 or starts[0] != 0:
             return parsed
         bounds = [*starts, len(parsed.numbers)]
+        if any(end - start < 2 for start, end in itertools.pairwise(bounds)):
+            return parsed  # an account without readings: whose are the numbers? ask
         return SeveralReadings(
             tuple(
-                ParsedReadings(numbers=parsed.numbers[start:end])
+                ParsedReadings(
+                    numbers=parsed.numbers[start + 1 : end], account_hint=parsed.numbers[start]
+                )
                 for start, end in itertools.pairwise(bounds)
             )
         )
@@ -848,7 +860,5 @@ class GatewayService:
                 return named, numbers[1:], None
         if len(meters) == 1:
             return meters[0], numbers, None
-        max_zones = max(m.zones for m in meters)
-        if numbers and len(numbers) > (0 if parsed.labelled else max_zones):
-            return None, numbers, Outcome.UNKNOWN_METER
+        # A bare number that is no serial of the account names no meter: ask which.
         return None, numbers, Outcome.METER_REQUIRED
