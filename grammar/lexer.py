@@ -87,6 +87,10 @@ _COMMANDS = {
 }
 _SKIPPED = frozenset({Kind.GREETING, Kind.FILLER, Kind.UNIT, Kind.YEAR, Kind.METER_NOUN})
 
+# A word of this many letters and then digits is a name ("iphone15"), not a garbled
+# number: shorter runs of letters glued to digits are ("Д2O", "S23", "l234").
+_WORD_BEFORE_DIGITS = 3
+
 # "N" is the night label, and "N 1234567890" the sign before an account.
 _SIGN_BEFORE_DIGITS = 9
 
@@ -267,7 +271,9 @@ class SmsLexer:
             elif word_kind is Kind.SIGNOFF:
                 break
             elif word_kind is Kind.SIGNOFF_LINE:
-                while i < count and pieces[i].kind != "newline":
+                # "Отправлено с iPhone", "Sent from my Galaxy S23": to the end of the line,
+                # but a number there is the subscriber's, not the mail app's
+                while i < count and pieces[i].kind != "newline" and not pieces[i].text.isdigit():
                     i += 1
             elif word_kind in _COMMANDS:
                 out.append((_COMMANDS[word_kind], piece.start, piece.end))
@@ -470,12 +476,18 @@ class SmsLexer:
                 split = split[1:]
             out.extend(split)
             return i + 1
-        letters = sum(1 for char in piece.text if not char.isdigit())
-        digits = len(piece.text) - letters
-        if self._account_pattern.fullmatch(self._fold_account(piece.text)) or digits >= letters:
-            out.append(("ALNUM", piece.start, piece.end))
-        else:
+        leading = runs[0][2]
+        if self._account_pattern.fullmatch(self._fold_account(piece.text)):
+            out.append(("ALNUM", piece.start, piece.end))  # "ACC123"
+        elif (
+            leading.isalpha()
+            and len(leading) >= _WORD_BEFORE_DIGITS
+            and len(runs) == 2
+            and self._vocabulary.kind_of_glued(leading) is None
+        ):
             out.append(("WORD", piece.start, piece.end))  # "iphone15": a word, not a number
+        else:
+            out.append(("ALNUM", piece.start, piece.end))  # "ACC123", or garbled: "54O0", "Д2O"
         return i + 1
 
     def _split(
