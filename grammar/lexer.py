@@ -62,8 +62,8 @@ _PIECES = re.compile(
 # Letter runs and digit runs inside a word mixing both.
 _RUNS = re.compile(r"[0-9]+|[^\W\d_]+")
 
-# Letters a number may be garbled with ("54O0", "12З4", "l234"); a mixed word with
-# at least as many digits as letters is a garbled number, not a word.
+# One mark between two short words makes one ("л/с", "п/у"); phone groups and
+# account groups are joined by these.
 _COMPOUND_SEPARATORS = frozenset("/.\\-")
 _PHONE_SEPARATORS = frozenset(" -()+.:\t")
 _JOINERS = frozenset({" ", "-", "‐", "‑", "–"})
@@ -85,7 +85,6 @@ _COMMANDS = {
     Kind.STOP: "STOP_CMD",
     Kind.START: "START_CMD",
 }
-_SKIPPED = frozenset({Kind.GREETING, Kind.FILLER, Kind.UNIT, Kind.YEAR, Kind.METER_NOUN})
 
 # A word of this many letters and then digits is a name ("iphone15"), not a garbled
 # number: shorter runs of letters glued to digits are ("Д2O", "S23", "l234").
@@ -263,8 +262,6 @@ class SmsLexer:
                     "unit_tail", pieces[following].text
                 ):
                     i = following + 1
-            elif word_kind is Kind.MONTH:
-                pass
             elif word_kind is Kind.QUESTION:
                 question = True
                 out.append(("WORD", piece.start, piece.end))
@@ -277,7 +274,7 @@ class SmsLexer:
                     i += 1
             elif word_kind in _COMMANDS:
                 out.append((_COMMANDS[word_kind], piece.start, piece.end))
-            # greetings, filler, units, years and meter nouns carry nothing
+            # greetings, filler, units, years, months and meter nouns carry nothing
         token = self._token
         # A word is quoted as typed; everything else is read in lower case.
         tokens = [

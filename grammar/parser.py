@@ -36,6 +36,7 @@ from sms_gateway.domain.parsed import (
     ParseFailure,
     ParseFailureReason,
     SeveralReadings,
+    account_spans,
 )
 
 MAX_TEXT_LENGTH = 480
@@ -213,13 +214,7 @@ class _Part:
     def readings(self, account_pattern: re.Pattern[str]) -> ParsedReadings:
         # Only runs of groups some of which join into an account shape are worth keeping.
         joins = tuple(
-            (start, end)
-            for start, end in self.joins
-            if any(
-                account_pattern.fullmatch("".join(self.numbers[first:last]))
-                for first in range(start, end - 1)
-                for last in range(first + 2, end + 1)
-            )
+            run for run in self.joins if any(account_spans(self.numbers, (run,), account_pattern))
         )
         return ParsedReadings(
             numbers=tuple(self.numbers),

@@ -46,6 +46,7 @@ from sms_gateway.domain.parsed import (
     ParseFailure,
     ParseFailureReason,
     SeveralReadings,
+    account_spans,
 )
 from sms_gateway.domain.replies import ReplyContext, compose_replies, compose_reply
 from sms_gateway.domain.rules import (
@@ -301,14 +302,10 @@ class GatewayService:
 
     def _joined_candidates(self, parsed: ParsedReadings) -> list[str]:
         """Accounts the joined groups may spell ("123-456-7890"), longest first."""
-        found: list[str] = []
-        for start, end in parsed.joins:
-            for first in range(start, end - 1):
-                for last in range(end, first + 1, -1):
-                    joined = "".join(parsed.numbers[first:last])
-                    if self._account_pattern.fullmatch(joined):
-                        found.append(joined)
-        return found
+        return [
+            joined
+            for _, _, joined in account_spans(parsed.numbers, parsed.joins, self._account_pattern)
+        ]
 
     def _handle_one(self, unit: BatchUnit, job: _Job, now: datetime) -> _Handled:
         assert job.inbound_id is not None and job.parsed is not None
@@ -685,46 +682,40 @@ class GatewayService:
                 values=tuple(int(value) for value in typed),
                 offending_zone=Zone(offending + 1),
             )
-            context = self._context(
-                decision.outcome,
-                account=name,
+            red_digits_dropped = False
+        else:
+            values, red_digits_dropped = read
+            booked_in_period = tx.reading_in_period(meter, target) if target else None
+            confirms = bool(target) and tx.has_pending_confirmation(
+                phone, meter, values, now - timedelta(hours=24)
+            )
+            decision = evaluate_reading(
                 meter=meter,
-                meters=account.meters,
-                decision=decision,
+                values=values,
+                today=today,
+                policy=self.rules,
+                previous=previous,
+                booked_in_period=booked_in_period,
+                confirms_pending=confirms,
+                period=period,
             )
-            return _Outcome(context, account=name)
-        values, red_digits_dropped = read
-        booked_in_period = tx.reading_in_period(meter, target) if target else None
-        confirms = bool(target) and tx.has_pending_confirmation(
-            phone, meter, values, now - timedelta(hours=24)
-        )
-        decision = evaluate_reading(
-            meter=meter,
-            values=values,
-            today=today,
-            policy=self.rules,
-            previous=previous,
-            booked_in_period=booked_in_period,
-            confirms_pending=confirms,
-            period=period,
-        )
-        if decision.outcome is Outcome.CONFIRM_NEEDED:
-            tx.add_pending_confirmation(phone, meter, values, now)
-        elif decision.status is not None and decision.period is not None:
-            tx.book_reading(
-                BookedReading(
-                    meter=meter,
-                    period=decision.period,
-                    values=values,
-                    status=decision.status,
-                    submitted_at=now,
-                    channel=inbound.channel,
-                    phone=phone,
-                    inbound_id=inbound_id,
+            if decision.outcome is Outcome.CONFIRM_NEEDED:
+                tx.add_pending_confirmation(phone, meter, values, now)
+            elif decision.status is not None and decision.period is not None:
+                tx.book_reading(
+                    BookedReading(
+                        meter=meter,
+                        period=decision.period,
+                        values=values,
+                        status=decision.status,
+                        submitted_at=now,
+                        channel=inbound.channel,
+                        phone=phone,
+                        inbound_id=inbound_id,
+                    )
                 )
-            )
-            if confirms:
-                tx.clear_pending_confirmations(phone, meter)
+                if confirms:
+                    tx.clear_pending_confirmations(phone, meter)
         context = self._context(
             decision.outcome,
             account=name,
@@ -795,29 +786,24 @@ class GatewayService:
         """An account typed in groups as bills print it ("123-456-7890 5450"): taken when
         the joined digits are a known account and the groups are no reading that fits
         the phone's own account; when they are both, the text is ambiguous."""
-        candidates = self._joined_candidates(parsed)
-        if not candidates:
+        spans = list(account_spans(parsed.numbers, parsed.joins, self._account_pattern))
+        if not spans:
             return None
-        known = tx.load_accounts(candidates)
-        hits = [c for c in candidates if c in known]
-        if len(set(hits)) != 1:
+        known = tx.load_accounts([joined for _, _, joined in spans])
+        hits = [(first, last, joined) for first, last, joined in spans if joined in known]
+        if len({joined for _, _, joined in hits}) != 1:
             return None
-        account = known[hits[0]]
-        for start, end in parsed.joins:
-            for first in range(start, end - 1):
-                for last in range(end, first + 1, -1):
-                    if "".join(parsed.numbers[first:last]) == account.account:
-                        rest = parsed.numbers[:first] + parsed.numbers[last:]
-                        own = self._phone_account(tx, phone)
-                        if (
-                            own is not None
-                            and own.account != account.account
-                            and len(own.meters) == 1
-                            and own.meters[0].zones == len(numbers)
-                        ):
-                            raise _Ambiguous
-                        return account, self._without_own_phone(tx, phone, rest)
-        return None
+        first, last, joined = hits[0]
+        own = self._phone_account(tx, phone)
+        if (
+            own is not None
+            and own.account != joined
+            and len(own.meters) == 1
+            and own.meters[0].zones == len(numbers)
+        ):
+            raise _Ambiguous
+        rest = parsed.numbers[:first] + parsed.numbers[last:]
+        return known[joined], self._without_own_phone(tx, phone, rest)
 
     def _without_stray_numbers(
         self, meter: Meter, numbers: tuple[str, ...], labelled: dict[Zone, str]

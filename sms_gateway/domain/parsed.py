@@ -7,6 +7,8 @@ database. They carry strings for account-like tokens so leading zeros survive.
 from __future__ import annotations
 
 import enum
+import re
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from sms_gateway.domain.model import Zone
@@ -65,6 +67,20 @@ class ParsedReadings:
     @property
     def has_values(self) -> bool:
         return bool(self.numbers or self.labelled or self.total)
+
+
+def account_spans(
+    numbers: Sequence[str], joins: Sequence[tuple[int, int]], pattern: re.Pattern[str]
+) -> Iterator[tuple[int, int, str]]:
+    """(first, last, joined) for every run numbers[first:last] of two groups or more,
+    within a joined run, whose digits together fit the account pattern; the longest
+    run from each group first ("123-456-7890" -> "1234567890")."""
+    for start, end in joins:
+        for first in range(start, end - 1):
+            for last in range(end, first + 1, -1):
+                joined = "".join(numbers[first:last])
+                if pattern.fullmatch(joined):
+                    yield first, last, joined
 
 
 @dataclass(frozen=True, slots=True)
