@@ -26,9 +26,10 @@ asks a question.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from grammar.vocabulary import Kind, Vocabulary
 
@@ -40,24 +41,29 @@ _MONTHS = r"(?:январ|феврал|март|апрел|ма[йя]|июн|и�
 _YEAR_TAIL = r"(?:\s*г(?:од[а-яё]*)?\.?(?![^\W\d_]))?"
 _DAY = r"(?:0?[1-9]|[12][0-9]|3[01])"
 _MONTH = r"(?:0?[1-9]|1[0-2])"
+_GAP = r"(?:[^\w№#]|_)*"
 _PIECES = re.compile(
     rf"""
-    (?P<date>
-        (?<![0-9]){_DAY}(?:\.{_MONTH}\.|/{_MONTH}/|-{_MONTH}-)(?:20)?[0-9]{{2}}(?![0-9]){_YEAR_TAIL}
-      | (?<![^\W\d_])(?:на|от|за)\s*{_DAY}[./]{_MONTH}(?![0-9]|[./-][0-9])
-      | (?<![0-9]){_DAY}\s*{_MONTHS}(?:\s*(?:20)?[0-9]{{2}}(?![0-9]){_YEAR_TAIL})?
+    (?:
+        (?=[0-9ноз])(?P<date>
+            (?<![0-9]){_DAY}(?:\.{_MONTH}\.|/{_MONTH}/|-{_MONTH}-)(?:20)?[0-9]{{2}}(?![0-9]){_YEAR_TAIL}
+          | (?<![^\W\d_])(?:на|от|за)\s*{_DAY}[./]{_MONTH}(?![0-9]|[./-][0-9])
+          | (?<![0-9]){_DAY}\s*{_MONTHS}(?:\s*(?:20)?[0-9]{{2}}(?![0-9]){_YEAR_TAIL})?
+        )
+      | (?=[78])(?P<phone>
+            (?<![0-9])[78][\s-]?\(?[0-9]{{3}}\)?[\s-]?[0-9]{{3}}[\s-]?[0-9]{{2}}[\s-]?[0-9]{{2}}(?![0-9])
+        )
+      | (?P<word>[^\W_]+)(?:(?<=[0-9])[.,][0-9]{{1,2}}(?![0-9]))?
+      | (?P<sign>[№#])
     )
-  | (?P<phone>
-        (?<![0-9])(?:\+\s?7|8|7)[\s-]?\(?[0-9]{{3}}\)?[\s-]?[0-9]{{3}}[\s-]?[0-9]{{2}}[\s-]?[0-9]{{2}}(?![0-9])
-    )
-  | (?P<word>[^\W_]+)(?:(?<=[0-9])[.,][0-9]{{1,2}}(?![0-9]))?
-  | (?P<sign>[№#])
-  | (?P<question>\?)
-  | (?P<newline>\n)
-  | (?P<separator>[^\w№#?\n]+|_+)
+    (?P<gap>{_GAP})
     """,
     re.VERBOSE,
 )
+_LEADING_GAP = re.compile(_GAP)
+
+# A line of its own that is just "--": a signature follows.
+_SIGNATURE_LINE = re.compile(r"\n[ \t\r]*--[ \t\r]*(?:\n|$)")
 
 # Letter runs and digit runs inside a word mixing both.
 _RUNS = re.compile(r"[0-9]+|[^\W\d_]+")
@@ -67,6 +73,8 @@ _RUNS = re.compile(r"[0-9]+|[^\W\d_]+")
 _COMPOUND_SEPARATORS = frozenset("/.\\-")
 _PHONE_SEPARATORS = frozenset(" -()+.:\t")
 _JOINERS = frozenset({" ", "-", "‐", "‑", "–"})
+# Bills print an account in groups of two to four digits; longer runs are not groups.
+_GROUP_DIGITS = 4
 
 # Kinds a letter run glued to digits may have ("лс5550001112", "5450квт", "Д5450").
 _GLUABLE = frozenset(
@@ -76,6 +84,7 @@ _GLUABLE = frozenset(
     }
 )  # fmt: skip
 _UNIT_ENDS = ("квт", "kw", "kvt", "вт")
+_UNIT_MARKS = frozenset({"/", "*", "·", ".", "-"})
 _LABELS = {Kind.T1: "LABEL_T1", Kind.T2: "LABEL_T2", Kind.T3: "LABEL_T3"}
 _ZONE_LABELS = {"1": "LABEL_T1", "2": "LABEL_T2", "3": "LABEL_T3"}
 _COMMANDS = {
@@ -94,16 +103,26 @@ _WORD_BEFORE_DIGITS = 3
 _SIGN_BEFORE_DIGITS = 9
 
 
-@dataclass(frozen=True, slots=True)
-class Piece:
-    kind: str  # a group name of _PIECES
+class Piece(NamedTuple):
+    """A piece of the text and the separators after it (spaces, punctuation, newlines).
+
+    A tuple, built by _make, and one per word rather than one more per separator:
+    the lexer's cost is per piece (bench/parse.py)."""
+
+    kind: str  # date | phone | word | sign
     start: int
     end: int
     text: str
+    gap: str  # what separates it from the next piece
 
 
-@dataclass(frozen=True, slots=True)
-class Lexed:
+_piece = Piece._make
+# Piece._make without its Python frame, for the loop over every piece: tuple.__new__
+# builds the named tuple in C.
+_new_tuple = tuple.__new__
+
+
+class Lexed(NamedTuple):
     """What the lexer found: the parser's tokens and what it noticed on the way."""
 
     tokens: list[object]
@@ -126,62 +145,74 @@ class SmsLexer:
         self._account_pattern = account_pattern
         self._fold_account = fold_account
         self._token = token_class
+        self._unit_tails = vocabulary.roles["unit_tail"]
+        self._greeting_leads = vocabulary.roles["greeting_lead"]
+        self._greeting_tails = vocabulary.roles["greeting_tail"]
 
     @staticmethod
-    def pieces(lowered: str) -> list[Piece]:
-        pieces = []
-        for match in _PIECES.finditer(lowered):
-            kind = match.lastgroup or ""
-            text = match[kind]
-            end = match.end(kind)
-            if kind == "phone" and text.isdigit():
-                kind = "word"  # "89161234567" unbroken is a number the service may know
-            pieces.append(Piece(kind, match.start(), end, text))
-        return pieces
+    def pieces(lowered: str) -> tuple[str, list[Piece]]:
+        """The separators before the first piece, and the pieces."""
+        lead = _LEADING_GAP.match(lowered)
+        lead_end = lead.end() if lead else 0
+        pieces: list[Piece] = []
+        append = pieces.append
+        gap = lowered[:lead_end]
+        for match in _PIECES.finditer(lowered, lead_end):
+            date, phone, word, sign, after = match.groups()
+            if word is not None:
+                kind, text = "word", word  # without its decimal fraction
+            elif date is not None:
+                kind, text = "date", date
+            elif phone is not None:
+                kind, text = "phone", phone
+                if text.isdigit() and not gap.endswith("+"):
+                    kind = "word"  # "89161234567" unbroken is a number the service may know
+            else:
+                kind, text = "sign", sign
+            start = match.start()
+            gap = after
+            append(_new_tuple(Piece, (kind, start, start + len(text), text, gap)))
+        return lowered[:lead_end], pieces
 
     def lex(self, lowered: str, shown: str) -> Lexed:
-        pieces = self.pieces(lowered)
+        lead, pieces = self.pieces(lowered)
         out: list[tuple[str, int, int]] = []  # (type, start, end)
         joined: set[int] = set()
-        question = False
+        question = "?" in lowered
+        vocabulary = self._vocabulary
+        kind_of = self._kind_of
         count = len(pieces)
         i = 0
-        line_start = True
         while i < count:
             piece = pieces[i]
+            before = pieces[i - 1].gap if i else lead
+            if "--" in before and _SIGNATURE_LINE.search(before if i else "\n" + before):
+                break  # a signature follows
             kind = piece.kind
-            if kind == "newline":
-                line_start = True
-                i += 1
-                continue
-            if kind == "separator":
-                if piece.text.strip() == "--" and line_start and self._ends_line(pieces, i + 1):
-                    break  # a signature follows
-                i += 1
-                continue
-            at_line_start, line_start = line_start, False
-            if kind in ("date", "phone"):
-                i += 1
-                continue
-            if kind == "question":
-                question = True
+            if kind == "date" or kind == "phone":
                 i += 1
                 continue
             if kind == "sign":
-                if piece.text == "№" or self._hash_before_account(pieces, i):
+                if piece.text == "№" or self._hash_before_account(pieces, i, before):
                     out.append(("SIGN", piece.start, piece.end))
                 i += 1  # any other "#" separates, as in "1234567833#12345678#5450"
                 continue
             text = piece.text
             if text.isdigit():
-                if at_line_start and self._list_marker(pieces, i):
+                if (i == 0 or "\n" in before) and self._list_marker(pieces, i):
                     i += 1
                     continue
-                if self._year(pieces, i, out):
-                    i += 2 if self._next_word_kind(pieces, i) is Kind.YEAR else 1
+                if len(text) == 4 and self._year(pieces, i):
+                    i += 2 if self._word_kind(pieces, i + 1) is Kind.YEAR else 1
                     continue
-                if self._joined(pieces, i):
-                    joined.add(piece.start)
+                if (
+                    len(text) <= _GROUP_DIGITS
+                    and before in _JOINERS
+                    and i
+                    and pieces[i - 1].text.isdigit()
+                    and len(pieces[i - 1].text) <= _GROUP_DIGITS
+                ):
+                    joined.add(piece.start)  # "123-456-7890": groups as bills print them
                 out.append(("NUMBER", piece.start, piece.end))
                 i += 1
                 continue
@@ -189,47 +220,47 @@ class SmsLexer:
                 i = self._mixed(pieces, i, out)
                 continue
             # a word
-            compound = self._compound(pieces, i)
+            first = i
+            compound = self._compound(pieces, i) if piece.gap in _COMPOUND_SEPARATORS else None
             word_kind: Kind | None
             if compound is not None:
                 word_kind, last = compound
-                piece = Piece(
-                    "word", piece.start, pieces[last].end, lowered[piece.start : pieces[last].end]
+                end = pieces[last].end
+                piece = _piece(
+                    ("word", piece.start, end, lowered[piece.start : end], pieces[last].gap)
                 )
+                text = piece.text
                 i = last
             else:
-                word_kind = self._kind_of(text)
-                if word_kind is None and self._followed_by(pieces, i, "."):
-                    word_kind = self._vocabulary.cut_short_kind(text)
+                word_kind = kind_of(text)
+                if word_kind is None and piece.gap.startswith("."):
+                    word_kind = vocabulary.cut_short_kind(text)
             i += 1
-            if self._unit_tail(pieces, i - 1):
+            if text in self._unit_tails and self._unit_tail(pieces, first):
                 continue
             if word_kind is None:
                 out.append(("WORD", piece.start, piece.end))
                 continue
-            if self._initials(shown, pieces, i - 1):
-                i += 2  # "Иванова Н.П.": initials, not labels
+            if len(text) == 1 and self._initials(shown, pieces, first):
+                i += 1  # "Иванова Н.П.": initials, not labels
                 continue
-            if self._vocabulary.has_role("greeting_lead", piece.text):
-                following = self._next_word(pieces, i)
-                if following is not None and self._vocabulary.has_role(
-                    "greeting_tail", pieces[following].text
-                ):
-                    i = following + 1
-                    continue
+            if (
+                text in self._greeting_leads
+                and i < count
+                and pieces[i].text in self._greeting_tails
+            ):
+                i += 1  # "добрый день", "спокойной ночи"
+                continue
             if word_kind in _LABELS:
-                if piece.text == "n" and self._digits_follow(pieces, i, _SIGN_BEFORE_DIGITS):
+                label = _LABELS[word_kind]
+                if text == "n" and self._digits_follow(pieces, i, _SIGN_BEFORE_DIGITS):
                     out.append(("SIGN", piece.start, piece.end))
-                elif (
-                    out
-                    and out[-1][0] == _LABELS[word_kind]
-                    and self._adjacent(pieces, i - 1, out[-1])
-                ):
-                    out[-1] = (out[-1][0], out[-1][1], piece.end)  # "Т2 (ночь)": one label
+                elif out and out[-1][0] == label and self._adjacent(pieces, first, out[-1]):
+                    out[-1] = (label, out[-1][1], piece.end)  # "Т2 (ночь)": one label
                 else:
-                    out.append((_LABELS[word_kind], piece.start, piece.end))
+                    out.append((label, piece.start, piece.end))
             elif word_kind is Kind.ACCOUNT:
-                if out and out[-1][0] == "ACCOUNT_KW" and self._adjacent(pieces, i - 1, out[-1]):
+                if out and out[-1][0] == "ACCOUNT_KW" and self._adjacent(pieces, first, out[-1]):
                     out[-1] = ("ACCOUNT_KW", out[-1][1], piece.end)  # "лицевой счет"
                 else:
                     out.append(("ACCOUNT_KW", piece.start, piece.end))
@@ -245,11 +276,9 @@ class SmsLexer:
             elif word_kind is Kind.NUMBER_SIGN:
                 out.append(("SIGN", piece.start, piece.end))
             elif word_kind is Kind.TARIFF:
-                following = self._next_significant(pieces, i)
-                if following is not None and pieces[following].text in _ZONE_LABELS:
-                    label = _ZONE_LABELS[pieces[following].text]
-                    out.append((label, piece.start, pieces[following].end))
-                    i = following + 1
+                if i < count and pieces[i].text in _ZONE_LABELS:
+                    out.append((_ZONE_LABELS[pieces[i].text], piece.start, pieces[i].end))
+                    i += 1
                 else:
                     out.append(("WORD", piece.start, piece.end))
             elif word_kind is Kind.TOTAL:
@@ -257,11 +286,8 @@ class SmsLexer:
             elif word_kind is Kind.PHONE:
                 i = self._skip_phone(pieces, i)
             elif word_kind is Kind.UNIT:
-                following = self._next_word(pieces, i)
-                if following is not None and self._vocabulary.has_role(
-                    "unit_tail", pieces[following].text
-                ):
-                    i = following + 1
+                if i < count and pieces[i].text in self._unit_tails:
+                    i += 1
             elif word_kind is Kind.QUESTION:
                 question = True
                 out.append(("WORD", piece.start, piece.end))
@@ -270,7 +296,7 @@ class SmsLexer:
             elif word_kind is Kind.SIGNOFF_LINE:
                 # "Отправлено с iPhone", "Sent from my Galaxy S23": to the end of the line,
                 # but a number there is the subscriber's, not the mail app's
-                while i < count and pieces[i].kind != "newline" and not pieces[i].text.isdigit():
+                while i < count and "\n" not in pieces[i - 1].gap and not pieces[i].text.isdigit():
                     i += 1
             elif word_kind in _COMMANDS:
                 out.append((_COMMANDS[word_kind], piece.start, piece.end))
@@ -287,208 +313,158 @@ class SmsLexer:
         ]  # fmt: skip
         return Lexed(tokens, frozenset(joined), question)
 
-    # -- neighbours ------------------------------------------------------------
+    # -- neighbours: pieces[i] and the gaps around it --------------------------
 
     def _unit_tail(self, pieces: list[Piece], i: int) -> bool:
         """ "ч" in "5450кВт/ч", "900kw*h": the end of a unit glued to its number."""
-        if i < 2 or not self._vocabulary.has_role("unit_tail", pieces[i].text):
+        if i < 1:
             return False
-        mark, before = pieces[i - 1], pieces[i - 2].text
-        return mark.text in ("/", "*", "·", ".", "-") and before.endswith(_UNIT_ENDS)
+        before = pieces[i - 1]
+        return before.gap in _UNIT_MARKS and before.text.endswith(_UNIT_ENDS)
 
     @staticmethod
     def _initials(shown: str, pieces: list[Piece], i: int) -> bool:
         """One capital, a point, one more capital and a point: a name's initials."""
-        if i + 3 >= len(pieces):
+        if i + 1 >= len(pieces):
             return False
-        first, dot, second, last = pieces[i], pieces[i + 1], pieces[i + 2], pieces[i + 3]
+        first, second = pieces[i], pieces[i + 1]
         return (
-            len(first.text) == 1
-            and len(second.text) == 1
+            len(second.text) == 1
             and shown[first.start].isupper()
             and shown[second.start].isupper()
-            and dot.text.strip() == "."
-            and last.text.startswith(".")
+            and first.gap.strip() == "."
+            and second.gap.startswith(".")
         )
 
-    @staticmethod
-    def _next_significant(pieces: list[Piece], i: int) -> int | None:
-        while i < len(pieces):
-            if pieces[i].kind not in ("separator", "newline"):
-                return i
-            i += 1
+    def _word_kind(self, pieces: list[Piece], i: int) -> Kind | None:
+        """The kind of pieces[i] when it is a word."""
+        if i < len(pieces) and pieces[i].text.isalpha():
+            return self._kind_of(pieces[i].text)
         return None
-
-    def _next_word(self, pieces: list[Piece], i: int) -> int | None:
-        following = self._next_significant(pieces, i)
-        if following is not None and pieces[following].text.isalpha():
-            return following
-        return None
-
-    def _next_word_kind(self, pieces: list[Piece], i: int) -> Kind | None:
-        following = self._next_word(pieces, i + 1)
-        return self._kind_of(pieces[following].text) if following is not None else None
-
-    @staticmethod
-    def _followed_by(pieces: list[Piece], i: int, start: str) -> bool:
-        return i + 1 < len(pieces) and pieces[i + 1].text.startswith(start)
-
-    @staticmethod
-    def _ends_line(pieces: list[Piece], i: int) -> bool:
-        return i >= len(pieces) or pieces[i].kind == "newline"
 
     @staticmethod
     def _adjacent(pieces: list[Piece], i: int, previous: tuple[str, int, int]) -> bool:
         """Nothing but separators between the token `previous` and pieces[i]."""
-        j = i - 1
-        while j >= 0 and pieces[j].start >= previous[2]:
-            if pieces[j].kind not in ("separator", "newline"):
-                return False
-            j -= 1
-        return True
+        return i > 0 and pieces[i - 1].end == previous[2]
 
-    def _digits_follow(self, pieces: list[Piece], i: int, at_least: int) -> bool:
-        following = self._next_significant(pieces, i)
-        if following is None:
-            return False
-        text = pieces[following].text
-        return text.isdigit() and len(text) >= at_least
+    @staticmethod
+    def _digits_follow(pieces: list[Piece], i: int, at_least: int) -> bool:
+        return i < len(pieces) and pieces[i].text.isdigit() and len(pieces[i].text) >= at_least
 
     def _swallow_sign(self, pieces: list[Piece], i: int) -> int:
-        """Past a "№" (or "No", "номер") right after a marker: it belongs to the marker."""
-        following = self._next_significant(pieces, i)
-        if following is None:
+        """Past a "№" (or "No", "N") right after a marker: it belongs to the marker."""
+        if i >= len(pieces):
             return i
-        piece = pieces[following]
+        piece = pieces[i]
         if piece.kind == "sign":
-            return following + 1
+            return i + 1
         if piece.text.isalpha() and self._kind_of(piece.text) is Kind.NUMBER_SIGN:
-            return following + 1
-        if piece.text == "n" and self._digits_follow(pieces, following + 1, _SIGN_BEFORE_DIGITS):
-            return following + 1  # "лицевой счет N 1234567890"
+            return i + 1
+        if piece.text == "n" and self._digits_follow(pieces, i + 1, _SIGN_BEFORE_DIGITS):
+            return i + 1  # "лицевой счет N 1234567890"
         return i
 
-    def _hash_before_account(self, pieces: list[Piece], i: int) -> bool:
+    def _hash_before_account(self, pieces: list[Piece], i: int, before: str) -> bool:
         """ "#1234567890" at the start or after a space: the sign before an account."""
-        if i > 0 and not (
-            pieces[i - 1].kind in ("separator", "newline") and pieces[i - 1].text[-1:].isspace()
-        ):
+        if i > 0 and not before[-1:].isspace():
             return False
-        following = self._next_significant(pieces, i + 1)
-        return following is not None and bool(
-            self._account_pattern.fullmatch(pieces[following].text)
-        )
-
-    def _joined(self, pieces: list[Piece], i: int) -> bool:
-        """The number at i follows another number across one space or dash only."""
-        return (
-            i >= 2
-            and pieces[i - 1].kind == "separator"
-            and pieces[i - 1].text in _JOINERS
-            and pieces[i - 2].text.isdigit()
-        )
+        return i + 1 < len(pieces) and bool(self._account_pattern.fullmatch(pieces[i + 1].text))
 
     @staticmethod
     def _list_marker(pieces: list[Piece], i: int) -> bool:
         """ "1)" or "2." at the start of a line, with more on the line: a list marker."""
-        if len(pieces[i].text) > 2 or i + 2 >= len(pieces):
+        piece = pieces[i]
+        gap = piece.gap
+        if len(piece.text) > 2 or i + 1 >= len(pieces) or not gap or "\n" in gap:
             return False
-        mark = pieces[i + 1]
-        if mark.kind != "separator":
-            return False
-        text = mark.text
-        if not (text[0] == ")" or (text[0] == "." and text[1:2].isspace())):
-            return False
-        return pieces[i + 2].kind != "newline"
+        return gap[0] == ")" or (gap[0] == "." and gap[1:2].isspace())
 
-    def _year(self, pieces: list[Piece], i: int, out: list[tuple[str, int, int]]) -> bool:
+    def _year(self, pieces: list[Piece], i: int) -> bool:
         """A year: four digits from 1990 to 2099 after a month or before "г."/"года"."""
         text = pieces[i].text
-        if len(text) != 4 or not ("1990" <= text <= "2099"):
+        if not ("1990" <= text <= "2099"):
             return False
-        if self._next_word_kind(pieces, i) is Kind.YEAR:
+        if self._word_kind(pieces, i + 1) is Kind.YEAR:
             return True
-        j = i - 1
-        while j >= 0 and pieces[j].kind in ("separator", "newline"):
-            j -= 1
-        return j >= 0 and pieces[j].text.isalpha() and self._kind_of(pieces[j].text) is Kind.MONTH
+        return i > 0 and self._word_kind(pieces, i - 1) is Kind.MONTH
 
     def _skip_phone(self, pieces: list[Piece], i: int) -> int:
         """Past the phone number after "тел.": digit groups across phone separators."""
         digits = 0
         j = i
-        while j < len(pieces) and digits < 10:
+        while j < len(pieces) and digits < 10 and set(pieces[j - 1].gap) <= _PHONE_SEPARATORS:
             piece = pieces[j]
             if piece.kind == "phone":
                 return j + 1
-            if piece.kind == "separator" and set(piece.text) <= _PHONE_SEPARATORS:
-                j += 1
-                continue
-            if piece.text.isdigit():
-                digits += len(piece.text)
-                j += 1
-                continue
-            break
+            if not piece.text.isdigit():
+                break
+            digits += len(piece.text)
+            j += 1
         return j if digits >= 5 else i
 
     def _compound(self, pieces: list[Piece], i: int) -> tuple[Kind, int] | None:
         """ "л/с", "п/у", "п/п", "э/э", "пок-ния": two short words joined by one mark."""
-        if i + 2 >= len(pieces):
+        if i + 1 >= len(pieces):
             return None
-        mark = pieces[i + 1]
-        tail = pieces[i + 2]
-        if mark.kind != "separator" or mark.text not in _COMPOUND_SEPARATORS:
-            return None
-        if not tail.text.isalpha():
+        mark = pieces[i].gap
+        tail = pieces[i + 1].text
+        if not tail.isalpha():
             return None
         head = pieces[i].text
-        if len(head) <= 3 and len(tail.text) <= 3:
-            kind = self._kind_of(head + tail.text)
+        if len(head) <= 3 and len(tail) <= 3:
+            kind = self._kind_of(head + tail)
             if kind is not None:
-                return kind, i + 2
-        if mark.text == "-":
-            kind = self._vocabulary.cut_short_kind(head, tail.text)
-            if kind is not None and self._kind_of(head + "-" + tail.text) is None:
-                return kind, i + 2
+                return kind, i + 1
+        if mark == "-":
+            kind = self._vocabulary.cut_short_kind(head, tail)
+            if kind is not None and self._kind_of(head + "-" + tail) is None:
+                return kind, i + 1
         return None
 
     def _mixed(self, pieces: list[Piece], i: int, out: list[tuple[str, int, int]]) -> int:
-        """A word of letters and digits: split into labels, markers and numbers when every
-        letter run is one; else an alphanumeric account, a garbled number or a word."""
+        """A word of letters and digits: its parts (see `_glued`), placed in the text."""
         piece = pieces[i]
-        runs = [
-            (m.start() + piece.start, m.end() + piece.start, m[0])
-            for m in _RUNS.finditer(piece.text)
+        offset = piece.start
+        split = [
+            (type_, start + offset, end + offset) for type_, start, end in self._glued(piece.text)
         ]
-        split = self._split(runs, piece)
+        if (
+            out
+            and split
+            and split[0][0] == out[-1][0]
+            and split[0][0].startswith("LABEL")
+            and self._adjacent(pieces, i, out[-1])
+        ):
+            out[-1] = (out[-1][0], out[-1][1], split[0][2])  # "ночь (т2)": one label
+            split = split[1:]
+        out.extend(split)
+        return i + 1
+
+    @functools.lru_cache(maxsize=4096)  # noqa: B019 - one lexer per account pattern
+    def _glued(self, text: str) -> tuple[tuple[str, int, int], ...]:
+        """A word of letters and digits split into labels, markers and numbers when every
+        letter run is one ("Д5450", "т1", "лс5550001112"); else one alphanumeric token (an
+        account or a garbled number) or a word. Offsets are within the word; cached,
+        because "т1" and "кВт" come again and again."""
+        runs = [(m.start(), m.end(), m[0]) for m in _RUNS.finditer(text)]
+        split = self._split(runs, text)
         if split is not None:
-            if (
-                split
-                and out
-                and split[0][0] == out[-1][0]
-                and split[0][0].startswith("LABEL")
-                and self._adjacent(pieces, i, out[-1])
-            ):
-                out[-1] = (out[-1][0], out[-1][1], split[0][2])  # "ночь (т2)": one label
-                split = split[1:]
-            out.extend(split)
-            return i + 1
+            return tuple(split)
         leading = runs[0][2]
-        if self._account_pattern.fullmatch(self._fold_account(piece.text)):
-            out.append(("ALNUM", piece.start, piece.end))  # "ACC123"
-        elif (
+        whole = (0, len(text))
+        if self._account_pattern.fullmatch(self._fold_account(text)):
+            return (("ALNUM", *whole),)  # "ACC123"
+        if (
             leading.isalpha()
             and len(leading) >= _WORD_BEFORE_DIGITS
             and len(runs) == 2
             and self._vocabulary.kind_of_glued(leading) is None
         ):
-            out.append(("WORD", piece.start, piece.end))  # "iphone15": a word, not a number
-        else:
-            out.append(("ALNUM", piece.start, piece.end))  # "ACC123", or garbled: "54O0", "Д2O"
-        return i + 1
+            return (("WORD", *whole),)  # "iphone15": a word, not a number
+        return (("ALNUM", *whole),)  # garbled: "54O0", "Д2O"
 
     def _split(
-        self, runs: list[tuple[int, int, str]], piece: Piece
+        self, runs: list[tuple[int, int, str]], word: str
     ) -> list[tuple[str, int, int]] | None:
         parts: list[tuple[str, int, int]] = []
         index = 0
@@ -526,7 +502,7 @@ class SmsLexer:
             elif kind is Kind.YEAR:
                 if not parts or parts[-1][0] != "NUMBER":
                     return None
-                year = piece.text[parts[-1][1] - piece.start : parts[-1][2] - piece.start]
+                year = word[parts[-1][1] : parts[-1][2]]
                 if len(year) != 4 or not ("1990" <= year <= "2099"):
                     return None
                 parts.pop()  # "2026г"

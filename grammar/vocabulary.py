@@ -188,6 +188,7 @@ class Vocabulary:
     def has_role(self, role: str, word: str) -> bool:
         return word in self.roles[role]
 
+    @functools.lru_cache(maxsize=1024)  # noqa: B019 - one Vocabulary per process
     def kind_of_glued(self, word: str) -> Kind | None:
         """A letter run glued to digits ("Д5450", "лс5550001112"): as written or with
         look-alike letters swapped, never guessed, since a garbled digit is a letter too."""
