@@ -85,6 +85,8 @@ _GLUABLE = frozenset(
 )  # fmt: skip
 _UNIT_ENDS = ("квт", "kw", "kvt", "вт")
 _UNIT_MARKS = frozenset({"/", "*", "·", ".", "-"})
+# Words that carry nothing, whatever stands around them.
+_NOTHING = frozenset({Kind.GREETING, Kind.FILLER, Kind.MONTH, Kind.YEAR})
 _LABELS = {Kind.T1: "LABEL_T1", Kind.T2: "LABEL_T2", Kind.T3: "LABEL_T3"}
 _ZONE_LABELS = {"1": "LABEL_T1", "2": "LABEL_T2", "3": "LABEL_T3"}
 _COMMANDS = {
@@ -251,6 +253,8 @@ class SmsLexer:
             ):
                 i += 1  # "добрый день", "спокойной ночи"
                 continue
+            if word_kind in _NOTHING:
+                continue  # the commonest words: greetings and filler
             if word_kind in _LABELS:
                 label = _LABELS[word_kind]
                 if text == "n" and self._digits_follow(pieces, i, _SIGN_BEFORE_DIGITS):
@@ -300,7 +304,7 @@ class SmsLexer:
                     i += 1
             elif word_kind in _COMMANDS:
                 out.append((_COMMANDS[word_kind], piece.start, piece.end))
-            # greetings, filler, units, years, months and meter nouns carry nothing
+            # units and meter nouns without their tail or sign carry nothing
         token = self._token
         # A word is quoted as typed; everything else is read in lower case.
         tokens = [

@@ -17,7 +17,7 @@ import functools
 import operator
 import re
 import unicodedata
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
@@ -242,9 +242,10 @@ class _ReadingsReader:
         return self._account_pattern.fullmatch(fold_account(token)) is not None
 
     def read(self, tree: _ReadingItems, lexed: Lexed) -> ParsedMessage:
+        # Each item is (token, rest) or (marker, value, rest): kept whole, not sliced.
         items: list[tuple[Any, ...]] = []
         while tree:
-            items.append(tree[:-1])
+            items.append(tree)
             tree = tree[-1]
         if len(items) == 1 and items[0][0].type == "NUMBER" and items[0][0].value == "0":
             # A lone "0" is the help request of phones that can only send digits.
@@ -256,7 +257,7 @@ class _ReadingsReader:
         while index < len(items):
             item = items[index]
             index += 1
-            if len(item) == 1:
+            if len(item) == 2:
                 token: _Token = item[0]
                 kind = token.type
                 if kind == "WORD":
@@ -317,15 +318,24 @@ class _ReadingsReader:
                     raise _Failed(Reason.REPEATED_ZONE, marker)
                 part.zones.add(zone)
                 part.labelled.append((zone, digits_value(value_token)))
+        pattern = self._account_pattern
+        if len(parts) == 1:  # nearly every text
+            if part.has_values:
+                return part.readings(pattern)
+            return self._no_readings(lexed)
         read = [p for p in parts if p.has_values or p.account is not None or p.meter is not None]
         if not any(p.has_values for p in read):
-            if lexed.question:
-                return _HELP
-            raise _Failed(Reason.NO_READINGS)
-        pattern = self._account_pattern
+            return self._no_readings(lexed)
         if len(read) == 1:
             return read[0].readings(pattern)
         return SeveralReadings(tuple(p.readings(pattern) for p in read))
+
+    @staticmethod
+    def _no_readings(lexed: Lexed) -> ParsedCommand:
+        """No value at all: the help reply for a question, else NO_READINGS."""
+        if lexed.question:
+            return _HELP
+        raise _Failed(Reason.NO_READINGS)
 
     @staticmethod
     def _join(part: _Part) -> None:
@@ -354,7 +364,7 @@ class _ReadingsReader:
         joined = first
         end = index
         best: tuple[str, int] | None = None
-        while end < len(items) and len(items[end]) == 1:
+        while end < len(items) and len(items[end]) == 2:
             token = items[end][0]
             if token.type != "NUMBER" or token.start_pos not in lexed.joined:
                 break
@@ -483,26 +493,28 @@ def _compare_rules_by_identity(lark: Lark) -> None:
             actions[symbol] = (action, reduction)
 
 
-class _Tokens:
-    """The lexer thread both LALR engines pull tokens from, one at a time."""
+def _until_eof(tokens: list[object]) -> Iterator[object]:
+    yield from tokens
+    raise EOFError  # how lark-cython's parser learns that the text has ended
 
-    __slots__ = ("_next",)
+
+class _Tokens:
+    """The lexer thread both LALR engines pull tokens from, one at a time.
+
+    lark-cython calls `next_token(parser_state)` per token: here that is `next` on a
+    generator, bound with functools.partial, so no Python function runs per call
+    (the parser state lands in next's default, which a generator ending in EOFError
+    never returns). Plain Lark iterates `lex`.
+    """
+
+    __slots__ = ("_tokens", "next_token")
 
     def __init__(self, tokens: list[object]) -> None:
-        self._next = iter(tokens).__next__
-
-    def next_token(self, *_state: object) -> object:
-        try:
-            return self._next()
-        except StopIteration:
-            raise EOFError from None
+        self._tokens = tokens
+        self.next_token = functools.partial(next, _until_eof(tokens))
 
     def lex(self, _parser_state: object) -> Iterable[object]:
-        while True:
-            try:
-                yield self._next()
-            except StopIteration:
-                return
+        return iter(self._tokens)
 
 
 def _lalr_loop(lark: Lark) -> Callable[[list[object]], Any]:
