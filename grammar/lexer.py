@@ -67,6 +67,7 @@ _SIGNATURE_LINE = re.compile(r"\n[ \t\r]*--[ \t\r]*(?:\n|$)")
 
 # Letter runs and digit runs inside a word mixing both.
 _RUNS = re.compile(r"[0-9]+|[^\W\d_]+")
+_LETTER_RUN = re.compile(r"[^\W\d_]+")
 
 # One mark between two short words makes one ("л/с", "п/у"); phone groups and
 # account groups are joined by these.
@@ -83,6 +84,7 @@ _GLUABLE = frozenset(
         Kind.NUMBER_SIGN,
     }
 )  # fmt: skip
+_GLUED_MARKERS: dict[Kind | None, str] = {Kind.ACCOUNT: "ACCOUNT_KW", Kind.METER: "METER_KW"}
 _UNIT_ENDS = ("квт", "kw", "kvt", "вт")
 _UNIT_MARKS = frozenset({"/", "*", "·", ".", "-"})
 # Words that carry nothing, whatever stands around them.
@@ -100,6 +102,10 @@ _COMMANDS = {
 # A word of this many letters and then digits is a name ("iphone15"), not a garbled
 # number: shorter runs of letters glued to digits are ("Д2O", "S23", "l234").
 _WORD_BEFORE_DIGITS = 3
+
+# "счетчик 44005678: 3100": a serial after a meter noun, ended by one of these.
+_SERIAL_DIGITS = 5
+_SERIAL_ENDS = frozenset({":", "=", "-", "–", "—"})
 
 # "N" is the night label, and "N 1234567890" the sign before an account.
 _SIGN_BEFORE_DIGITS = 9
@@ -223,6 +229,9 @@ class SmsLexer:
                 continue
             # a word
             first = i
+            if piece.gap in _COMPOUND_SEPARATORS and self._compound_glued(pieces, i, out):
+                i += 2
+                continue
             compound = self._compound(pieces, i) if piece.gap in _COMPOUND_SEPARATORS else None
             word_kind: Kind | None
             if compound is not None:
@@ -276,6 +285,8 @@ class SmsLexer:
                 after = self._swallow_sign(pieces, i)
                 if after != i:  # "счетчик № 12345678"
                     out.append(("METER_KW", piece.start, pieces[after - 1].end))
+                elif self._serial_named(pieces, i):  # "счетчик 44005678: 3100"
+                    out.append(("METER_KW", piece.start, piece.end))
                 i = after
             elif word_kind is Kind.NUMBER_SIGN:
                 out.append(("SIGN", piece.start, piece.end))
@@ -368,6 +379,19 @@ class SmsLexer:
             return i + 1  # "лицевой счет N 1234567890"
         return i
 
+    @staticmethod
+    def _serial_named(pieces: list[Piece], i: int) -> bool:
+        """After a meter noun, a number of serial length and then ":", "=" or a dash before
+        more: the number names the meter, it is not its reading ("счетчик 5450" is)."""
+        if i + 1 >= len(pieces):
+            return False
+        serial = pieces[i]
+        return (
+            serial.text.isdigit()
+            and len(serial.text) >= _SERIAL_DIGITS
+            and serial.gap.strip() in _SERIAL_ENDS
+        )
+
     def _hash_before_account(self, pieces: list[Piece], i: int, before: str) -> bool:
         """ "#1234567890" at the start or after a space: the sign before an account."""
         if i > 0 and not before[-1:].isspace():
@@ -424,6 +448,22 @@ class SmsLexer:
             if kind is not None and self._kind_of(head + "-" + tail) is None:
                 return kind, i + 1
         return None
+
+    def _compound_glued(self, pieces: list[Piece], i: int, out: list[tuple[str, int, int]]) -> bool:
+        """ "л/с1234567890", "п/у12345678": a compound marker glued to its number."""
+        if i + 1 >= len(pieces):
+            return False
+        head, tail = pieces[i].text, pieces[i + 1]
+        leading = _LETTER_RUN.match(tail.text)
+        letters = leading.end() if leading else 0
+        if not (len(head) <= 3 and 0 < letters <= 3 and tail.text[letters:].isdigit()):
+            return False
+        marker = _GLUED_MARKERS.get(self._kind_of(head + tail.text[:letters]))
+        if marker is None:
+            return False
+        out.append((marker, pieces[i].start, tail.start + letters))
+        out.append(("NUMBER", tail.start + letters, tail.end))
+        return True
 
     def _mixed(self, pieces: list[Piece], i: int, out: list[tuple[str, int, int]]) -> int:
         """A word of letters and digits: its parts (see `_glued`), placed in the text."""

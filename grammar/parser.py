@@ -313,6 +313,8 @@ class _ReadingsReader:
             elif kind == "TOTAL_KW":
                 part.total = digits_value(value_token)
             else:
+                if not part.labelled and self._account_opens_labels(part):
+                    part = self._account_of_its_own(parts, part)
                 zone = _ZONE_BY_LABEL[kind]
                 if zone in part.zones:
                     raise _Failed(Reason.REPEATED_ZONE, marker)
@@ -353,6 +355,28 @@ class _ReadingsReader:
         if part.account is None or part.account == account:
             part.account = account
             return part
+        new = _Part(account=account)
+        parts.append(new)
+        return new
+
+    def _account_opens_labels(self, part: _Part) -> bool:
+        """ "1234567890 5450 2345678901 Т1 5450 Т2 2130": the bare number before the first
+        label is a second account, after the readings of a first one."""
+        numbers = part.numbers
+        return (
+            len(numbers) >= 2
+            and self.is_account(numbers[-1])
+            and not self.is_account(numbers[-2])
+            and (part.account is not None or self.is_account(numbers[0]))
+        )
+
+    @staticmethod
+    def _account_of_its_own(parts: list[_Part], part: _Part) -> _Part:
+        """The part's last number taken out as the account of a new part."""
+        account = part.numbers.pop()
+        end = len(part.numbers)
+        part.breaks = [(at, word) for at, word in part.breaks if at < end]
+        part.joins = [(first, last) for first, last in part.joins if last <= end]
         new = _Part(account=account)
         parts.append(new)
         return new
