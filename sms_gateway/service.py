@@ -122,6 +122,8 @@ class _Handled:
     outcome: Outcome | None = None
     reply_id: int | None = None
     redelivery: bool = False
+    # The replies after the first (one per account, see compose_replies).
+    further: tuple[Any, ...] = ()
 
 
 class GatewayService:
@@ -321,22 +323,22 @@ class GatewayService:
         inbound = job.inbound
         decided = self._decide(unit, inbound, job.parsed, now, job.inbound_id)
         outcome = decided.context.outcome
+        texts: tuple[str, ...]
         if decided.silent:
-            text = None
+            texts = ()
         elif decided.parts:
-            text = compose_replies(decided.parts, self.locale)
+            texts = compose_replies(decided.parts, self.locale)
         else:
-            text = compose_reply(decided.context, self.locale)
+            texts = (compose_reply(decided.context, self.locale),)
         unit.finish_inbound(job.inbound_id, outcome, decided.account, now)
-        reply = None
-        if text is not None:
-            if inbound.channel not in self._queued_channels:
-                status = "sent"  # answered inline (CLI, TwiML)
-            elif self._direct_sender_ready(inbound.channel):
-                status = "sending"  # handed straight to the sender after the commit
-            else:
-                status = "pending"
-            reply = unit.insert_reply(
+        if inbound.channel not in self._queued_channels:
+            status = "sent"  # answered inline (CLI, TwiML)
+        elif self._direct_sender_ready(inbound.channel):
+            status = "sending"  # handed straight to the sender after the commit
+        else:
+            status = "pending"
+        replies = [
+            unit.insert_reply(
                 inbound_id=job.inbound_id,
                 inbound=inbound,
                 text=text,
@@ -344,8 +346,13 @@ class GatewayService:
                 account=decided.account,
                 status=status,
                 now=now,
+                reply_index=index,
             )
-        return _Handled(decided, text, reply, outcome)
+            for index, text in enumerate(texts)
+        ]
+        if not replies:
+            return _Handled(decided, None, None, outcome)
+        return _Handled(decided, texts[0], replies[0], outcome, further=tuple(replies[1:]))
 
     def _settle(self, batch: list[_Job], handled: dict[int, _Handled]) -> None:
         """After the commit: answer the callers, count, log, wake the senders."""
@@ -370,11 +377,12 @@ class GatewayService:
                 timed.observe(elapsed)
                 reply = result.reply
                 if reply is not None and reply.id is not None and reply.status == "sending":
-                    direct.setdefault(inbound.channel, []).append(
+                    direct.setdefault(inbound.channel, []).extend(
                         OutboundSms(
-                            reply.id, inbound.channel, inbound.phone, inbound.short_number,
-                            reply.text, job.inbound_id, 1, reply.created_at,
+                            one.id, inbound.channel, inbound.phone, inbound.short_number,
+                            one.text, job.inbound_id, 1, one.created_at,
                         )
+                        for one in (reply, *result.further)
                     )  # fmt: skip
                 elif result.reply_id is not None and inbound.channel in self._queued_channels:
                     queued_channels.add(inbound.channel)
@@ -392,9 +400,13 @@ class GatewayService:
             )
             extra = {"redelivery": "true"} if result.redelivery else {}
             if not job.future.done():
+                further = tuple((one.text, one.id) for one in result.further)
                 job.future.set_result(
-                    Reply(result.outcome, result.text, job.inbound_id, result.reply_id, extra)
-                )
+                    Reply(
+                        result.outcome, result.text, job.inbound_id, result.reply_id, extra,
+                        further,
+                    )
+                )  # fmt: skip
         for channel, replies in direct.items():
             self._direct_senders[channel].offer(replies)
         for channel in queued_channels:
@@ -453,7 +465,7 @@ class GatewayService:
         if isinstance(parsed, ParsedCommand):
             return self._command(tx, phone, parsed, now)
         if isinstance(parsed, ParsedReadings):
-            parsed = self._split_by_accounts(tx, parsed)
+            parsed = self._split_by_accounts(tx, phone, parsed)
         if isinstance(parsed, SeveralReadings):
             decided = self._several(tx, inbound, parsed, now, inbound_id)
         else:
@@ -563,18 +575,24 @@ class GatewayService:
         )
 
     def _split_by_accounts(
-        self, tx: BatchUnit, parsed: ParsedReadings
+        self, tx: BatchUnit, phone: str, parsed: ParsedReadings
     ) -> ParsedReadings | SeveralReadings:
-        """Bare readings for several known accounts ("1234567890 5450 2345678901 3200"):
-        one part per account, each from its account to the next."""
+        """Bare readings for several accounts ("1234567890 5450 2345678901 3200"), the first
+        a known one: one part per account, each from its account to the next. A later
+        account need not be known: its part is then answered as an unknown account, and
+        the first is booked all the same."""
         if parsed.account_hint is not None or parsed.labelled or len(parsed.numbers) < 4:
             return parsed
-        candidates = [n for n in parsed.numbers if self._account_pattern.fullmatch(n)]
-        if len(candidates) < 2:
+        numbers = parsed.numbers
+        shaped = [i for i, n in enumerate(numbers) if self._account_pattern.fullmatch(n)]
+        if len(shaped) < 2 or shaped[0] != 0:
             return parsed
-        known = tx.load_accounts(candidates)
-        starts = [i for i, n in enumerate(parsed.numbers) if n in known]
-        if len(set(parsed.numbers[i] for i in starts)) < 2 or starts[0] != 0:
+        known = tx.load_accounts([numbers[i] for i in shaped])
+        if numbers[0] not in known:
+            return parsed
+        own = own_phone_spellings(phone)  # the sender's own number starts nothing
+        starts = [i for i in shaped if numbers[i] in known or numbers[i] not in own]
+        if len(set(numbers[i] for i in starts)) < 2:
             return parsed
         bounds = [*starts, len(parsed.numbers)]
         if any(end - start < 2 for start, end in itertools.pairwise(bounds)):
