@@ -135,7 +135,9 @@ def send(
             )
         finally:
             await gateway.aclose()
-        return reply.text
+        if reply.text is None:
+            return None
+        return "\n".join([reply.text, *(text for text, _ in reply.further)])
 
     reply_text = _run(_send())
     typer.echo(reply_text if reply_text is not None else "(no reply)")

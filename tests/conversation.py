@@ -22,6 +22,9 @@ NO_REPLY = "(no reply)"
 async def run_script(gateway: Any, clock: Any, script: str, channel: str = "cli") -> list[Reply]:
     replies: list[Reply] = []
     reply: Reply | None = None
+    # The SMS the last message was answered with, not yet matched by a "<" line: one
+    # line per SMS, so a message answered with several SMS has several lines.
+    unseen: list[str] = []
     for number, raw in enumerate(textwrap.dedent(script).strip().splitlines(), start=1):
         line = raw.strip()
         if not line or line.startswith("#"):
@@ -30,10 +33,12 @@ async def run_script(gateway: Any, clock: Any, script: str, channel: str = "cli"
             clock.now = datetime.strptime(line[2:].strip(), "%Y-%m-%d %H:%M").replace(tzinfo=UTC)
         elif line.startswith("<"):
             assert reply is not None, f"script line {number}: a reply before any message"
+            assert unseen, f"script line {number}: no further SMS was sent"
             expected = line[1:].strip()
-            actual = reply.text if reply.text is not None else NO_REPLY
-            assert expected == actual, f"script line {number}: outcome {reply.outcome}"
+            actual = unseen.pop(0)
+            assert expected == actual, f"script line {number}: {reply.outcome}, sent {actual!r}"
         elif " > " in line:
+            assert not unseen, f"script line {number}: SMS not in the script: {unseen}"
             phone, text = line.split(" > ", 1)
             reply = await gateway.pipeline.handle(
                 InboundSms(
@@ -45,6 +50,12 @@ async def run_script(gateway: Any, clock: Any, script: str, channel: str = "cli"
                 )
             )
             replies.append(reply)
+            unseen = (
+                [NO_REPLY]
+                if reply.text is None
+                else [reply.text, *(further for further, _ in reply.further)]
+            )
         else:
             raise AssertionError(f"script line {number}: cannot read {line!r}")
+    assert not unseen, f"SMS not in the script: {unseen}"
     return replies

@@ -61,8 +61,11 @@ _INBOUND_STATUS = (
 # Another instance may be handling a redelivery of the same message.
 _INBOUND_STATUS_LOCKED = Prepared(_INBOUND_STATUS.with_for_update())
 _INBOUND_STATUS_PLAIN = Prepared(_INBOUND_STATUS)
+# The first reply to each: what a redelivered message is answered with.
 _REPLIES_TO = Prepared(
-    select(messages.c.id, messages.c.reply_to, messages.c.text).where(messages.c.reply_to.in_(_IDS))
+    select(messages.c.id, messages.c.reply_to, messages.c.text).where(
+        messages.c.reply_to.in_(_IDS), messages.c.reply_index == 0
+    )
 )
 # One pass over the hour's traffic of these phones: inbound rows count toward the
 # rate limit, rate_limited replies say the limit was already announced.
@@ -95,7 +98,9 @@ _READINGS_OF_METERS = Prepared(select(readings).where(readings.c.meter_id.in_(_I
 # The batch's writes.
 _FINISH_INBOUND = Prepared(update(messages).where(messages.c.id == bindparam("b_id")))
 _INSERT_PENDING = Prepared(insert(pending_confirmations))
-_INSERT_REPLY = Prepared(insert(messages).returning(messages.c.id, messages.c.reply_to))
+_INSERT_REPLY = Prepared(
+    insert(messages).returning(messages.c.id, messages.c.reply_to, messages.c.reply_index)
+)
 _BOOKED_COLUMNS = ("t1", "t2", "t3", "status", "submitted_at", "channel", "phone", "inbound_id")
 
 
@@ -120,6 +125,7 @@ class _Reply:
     account: str | None
     status: str
     created_at: datetime
+    reply_index: int = 0
     id: int | None = None
 
 
@@ -368,8 +374,9 @@ class BatchUnit:
         account: str | None,
         status: str,
         now: datetime,
+        reply_index: int = 0,
     ) -> _Reply:
-        reply = _Reply(inbound_id, inbound, text, outcome, account, status, now)
+        reply = _Reply(inbound_id, inbound, text, outcome, account, status, now, reply_index)
         self.replies.append(reply)
         return reply
 
@@ -455,6 +462,7 @@ class BatchUnit:
                         "account": r.account,
                         "created_at": to_db_time(r.created_at),
                         "reply_to": r.inbound_id,
+                        "reply_index": r.reply_index,
                         "status": r.status,
                         # Stored already claimed when handed straight to a sender.
                         "claimed_at": (to_db_time(r.created_at) if r.status == "sending" else None),
@@ -465,6 +473,6 @@ class BatchUnit:
                     for r in self.replies
                 ],
             )
-            ids = {row.reply_to: int(row.id) for row in result}
+            ids = {(row.reply_to, row.reply_index): int(row.id) for row in result}
             for reply in self.replies:
-                reply.id = ids[reply.inbound_id]
+                reply.id = ids[reply.inbound_id, reply.reply_index]

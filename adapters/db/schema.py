@@ -99,6 +99,9 @@ messages = Table(
     Column("created_at", DateTime(), nullable=False),
     Column("processed_at", DateTime()),
     Column("reply_to", Id, ForeignKey("messages.id")),
+    # The replies to one inbound, from 0: one per account when a report of several
+    # accounts does not fit two segments.
+    Column("reply_index", Integer, nullable=False, server_default="0"),
     Column("external_id", String(128)),
     Column("dedupe_key", String(128)),
     # in: received | processed; out: pending | sending | sent | failed
@@ -112,7 +115,7 @@ messages = Table(
     Column("incomplete", Boolean, nullable=False, default=False),
     UniqueConstraint("channel", "external_id"),
     UniqueConstraint("channel", "dedupe_key"),
-    UniqueConstraint("reply_to"),
+    UniqueConstraint("reply_to", "reply_index"),
     Index(None, "phone", "created_at"),
     Index(None, "status", "direction"),
     Index(None, "transport_id"),

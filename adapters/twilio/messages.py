@@ -135,6 +135,20 @@ def twiml_reply(text: str | None, status_callback: str | None = None) -> str:
     )
 
 
+def twiml_replies(replies: list[tuple[str, str | None]]) -> str:
+    """TwiML answering with several SMS, each (text, status callback): the reply to an
+    SMS for several accounts that one text could not report (rare, so unhurried)."""
+    if len(replies) == 1:
+        return twiml_reply(*replies[0])
+    response = MessagingResponse()
+    for text, status_callback in replies:
+        if status_callback is not None:
+            response.message(text, action=status_callback, method="POST")
+        else:
+            response.message(text)
+    return str(response.to_xml(xml_declaration=True))
+
+
 def supersedes(current: str | None, new: str) -> bool:
     """Whether status `new` replaces `current` on a reply (callbacks arrive out of order)."""
     if current is None:

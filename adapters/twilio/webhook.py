@@ -36,6 +36,7 @@ from adapters.twilio.messages import (
     BadTwilioRequest,
     inbound_from_form,
     status_from_form,
+    twiml_replies,
     twiml_reply,
 )
 from adapters.twilio.rest import TwilioRejected, TwilioRestSender
@@ -190,13 +191,22 @@ class TwilioWebhook:
         """The TwiML for `reply`, starting the REST send when replies do not go inline."""
         if reply.text is None or reply.outbound_id is None:
             return twiml_reply(None)
-        callback = self.signature.status_callback_url(reply.outbound_id)
+        replies = [(reply.text, reply.outbound_id), *reply.further]
         if self.sender is None:
             if reply.extra.get("redelivery") != "true":
-                self._replies_sent.inc()
-            return twiml_reply(reply.text, callback)
+                self._replies_sent.inc(len(replies))
+            return twiml_replies(
+                [
+                    (text, self.signature.status_callback_url(outbound_id))
+                    for text, outbound_id in replies
+                    if outbound_id is not None
+                ]
+            )
         if reply.extra.get("redelivery") != "true":
-            self._spawn(self._send_rest(inbound, reply.text, reply.outbound_id, callback))
+            for text, outbound_id in replies:
+                if outbound_id is not None:
+                    callback = self.signature.status_callback_url(outbound_id)
+                    self._spawn(self._send_rest(inbound, text, outbound_id, callback))
         return twiml_reply(None)
 
     async def _send_rest(

@@ -165,6 +165,9 @@ class Reply:
     """What the gateway answers to one inbound SMS.
 
     `text` is None when no reply is due (rate-limit silence, a repeated duplicate).
+    `further` are the SMS after the first, as (text, outbound id): an SMS with readings
+    for several accounts whose report does not fit two segments is answered with one
+    SMS per account.
     """
 
     outcome: Outcome
@@ -172,3 +175,4 @@ class Reply:
     inbound_id: int | None = None
     outbound_id: int | None = None
     extra: dict[str, str] = field(default_factory=dict)
+    further: tuple[tuple[str, int | None], ...] = ()

@@ -7,8 +7,9 @@ the most to the least wordy; the first that fits its budget is sent.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from sms_gateway.domain.model import Meter, Outcome, Zone
 from sms_gateway.domain.parsed import Command, ParseFailure, ParseFailureReason
@@ -59,6 +60,10 @@ class ReplyContext:
     reveal_meters: bool = False
     # The typed value had more digits than the register: the red digits were left out.
     red_digits_dropped: bool = False
+    # One part of a reply to an SMS with several accounts or meters (compose_replies).
+    several: bool = False
+    # Another part is about another meter of the same account: name this one's meter.
+    name_meter: bool = False
 
 
 _LABELS = {"ru": ("Т1", "Т2", "Т3"), "en": ("T1", "T2", "T3")}
@@ -73,6 +78,7 @@ _MONTHS = {
     ),
 }  # fmt: skip
 _EXAMPLE_ACCOUNT = "1234567833"
+_ACCOUNT_WORD = {"ru": "ЛС", "en": "Account"}
 _HIDDEN_DIGITS = {"ru": "ХХХХ", "en": "XXXX"}
 
 
@@ -115,6 +121,14 @@ def _hint(ctx: ReplyContext, locale: str) -> str:
     return f"{account}{meter_part} " + " ".join(f"{label} ..." for label in labels)
 
 
+def _who(ctx: ReplyContext, locale: str) -> str:
+    """The account, and its meter where another part of the reply is about another."""
+    if ctx.name_meter and ctx.meter is not None:
+        meter = "ПУ" if locale == "ru" else "meter"
+        return f"{ctx.account} {meter} {ctx.meter.serial[-4:]}"
+    return f"{ctx.account}"
+
+
 # The texts an outcome may say, wordiest first.
 Variants = Callable[[ReplyContext, str], Iterable[str]]
 
@@ -124,7 +138,7 @@ def _accepted(ctx: ReplyContext, locale: str) -> Iterator[str]:
     # this outcome's first variant (the texts were a tenth of the batch writer's time).
     d = ctx.decision
     assert d is not None
-    acc = ctx.account
+    acc = _who(ctx, locale)
     if locale == "en":
         if ctx.red_digits_dropped:
             values = _values(d.values, locale, d.consumption, compact=True)
@@ -168,14 +182,15 @@ def _accepted(ctx: ReplyContext, locale: str) -> Iterator[str]:
 def _duplicate(ctx: ReplyContext, locale: str) -> list[str]:
     d = ctx.decision
     assert d is not None
+    acc = _who(ctx, locale)
     if locale == "en":
         return [
-            f"Already accepted, account {ctx.account}: {_values(d.values, locale, None)}.",
+            f"Already accepted, account {acc}: {_values(d.values, locale, None)}.",
             f"Already accepted: {_values(d.values, locale, None)}",
         ]
     return [
-        f"Эти показания ЛС {ctx.account} уже приняты: {_values(d.values, locale, None)}.",
-        f"Уже приняты ЛС {ctx.account}: {_values(d.values, locale, None)}",
+        f"Эти показания ЛС {acc} уже приняты: {_values(d.values, locale, None)}.",
+        f"Уже приняты ЛС {acc}: {_values(d.values, locale, None)}",
         f"Уже приняты: {_values(d.values, locale, None)}",
     ]
 
@@ -293,6 +308,10 @@ def _unknown_account(ctx: ReplyContext, locale: str) -> list[str]:
         if locale == "en":
             return ["Add your account number: 1234567833 5450. It is on your bill."]
         return ["Укажите номер ЛС из квитанции и показания, например: 1234567833 5450"]
+    if ctx.several:  # the other parts show what to send; no example account here
+        if locale == "en":
+            return [f"Account {ctx.account} not found: check it on your bill."]
+        return [f"ЛС {ctx.account} не найден, проверьте номер по квитанции."]
     if locale == "en":
         return [f"Account {ctx.account} not found. Check it on your bill and send: 1234567833 5450"]
     return [
@@ -459,14 +478,49 @@ def compose_reply(ctx: ReplyContext, locale: str = "ru") -> str:
     return text  # none fits: the shortest
 
 
-def compose_replies(contexts: Sequence[ReplyContext], locale: str = "ru") -> str:
-    """One text reporting each part of an SMS with several accounts or meters, within
-    two segments: each part as wordy as the whole allows, the same level for all."""
-    variants = [list(_TEMPLATES[ctx.outcome](ctx, locale)) for ctx in contexts]
+def compose_replies(contexts: Sequence[ReplyContext], locale: str = "ru") -> tuple[str, ...]:
+    """The reply to an SMS with several accounts or meters: one text reporting each
+    part, within two segments, each part as wordy as the whole allows (the same level
+    for all). When even the shortest does not fit, one text per account, each within
+    two segments as far as its own parts allow."""
+    shared = Counter(ctx.account for ctx in contexts)
+    parts = [
+        replace(ctx, several=True, name_meter=shared[ctx.account] > 1 and ctx.meter is not None)
+        for ctx in contexts
+    ]
+    text, fits = _joined(parts, locale)
+    if fits:
+        return (text,)
+    accounts = list(dict.fromkeys(ctx.account for ctx in parts))
+    if len(accounts) == 1:
+        return (text,)
+    return tuple(
+        _joined([ctx for ctx in parts if ctx.account == account], locale)[0] for account in accounts
+    )
+
+
+def _joined(parts: Sequence[ReplyContext], locale: str) -> tuple[str, bool]:
+    """The parts' texts in one, at the wordiest level that fits two segments, and
+    whether it fits. A part whose text does not name its account is led by it."""
+    variants = [
+        [_named(ctx, text, locale) for text in _TEMPLATES[ctx.outcome](ctx, locale)]
+        for ctx in parts
+    ]
     deepest = max(len(texts) for texts in variants)
     text = ""
     for level in range(deepest):
         text = " ".join(texts[min(level, len(texts) - 1)] for texts in variants)
         if segment_count(text) <= TWO_SEGMENTS:
-            return text
-    return text
+            return text, True
+    return text, False
+
+
+def _named(ctx: ReplyContext, text: str, locale: str) -> str:
+    """ "ЛС 5432109876: 1000 меньше прошлого ...": which account (and meter) a part is
+    about, unless its text says so itself."""
+    if ctx.account is None:
+        return text
+    who = f"{_ACCOUNT_WORD[locale]} {_who(ctx, locale)}"
+    if who.lower() in text.lower():
+        return text
+    return f"{who}: {text}"

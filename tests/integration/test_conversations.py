@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import select
 
 from adapters.db.schema import messages, readings
+from sms_gateway.domain.segments import segment_count
 from tests.conversation import run_script
 
 
@@ -170,6 +171,41 @@ async def test_several_meters_on_one_account(gateway, clock):
         < Счётчик 1111 не найден у ЛС 4440005556 (5678, 9999). Отправьте: 4440005556 ПУ 5678 ...
         """,
     )
+
+
+async def test_several_accounts_are_reported_in_one_sms_or_one_per_account(gateway, clock):
+    """Each part of an SMS for several accounts is decided on its own; the report is one
+    SMS of at most two segments, or, when even its shortest form is longer, one SMS
+    per account. A part about a second meter of the same account names its meter."""
+    replies = await run_script(
+        gateway,
+        clock,
+        """
+        79031112233 > 4440005556 ПУ 5678 3100 ПУ 9999 7100 3100
+        < Приняты показания ЛС 4440005556 ПУ 5678: Т1 3100 (+100). Приняты показания ЛС 4440005556 ПУ 9999: Т1 7100 (+100), Т2 3100 (+100).
+        79001112233 > 1234567833 1234\\n9999999999 1000
+        < Приняты показания ЛС 1234567833: Т1 1234 (+50). ЛС 9999999999 не найден, проверьте номер по квитанции.
+        79001112233 > 1234567833 1000 5550001112 5000 2000 7770003334 800 600 1400
+        < ЛС 1234567833: 1000 меньше прошлого показания 1184 (20.10.2026). Проверьте и отправьте снова: 1234567833 ...
+        < ЛС 5550001112: Т1 5000 меньше прошлого показания 5400 (20.10.2026). Проверьте и отправьте снова: 5550001112 Т1 ... Т2 ...
+        < ЛС 7770003334: Т1 800 меньше прошлого показания 850 (20.10.2026). Проверьте и отправьте снова: 7770003334 Т1 ... Т2 ... Т3 ...
+        """,
+    )
+    last = replies[-1]
+    assert last.outbound_id is not None and len(last.further) == 2
+    async with gateway.store.reader() as tx:
+        rows = (
+            await tx.conn.execute(
+                select(messages.c.id, messages.c.reply_index, messages.c.text)
+                .where(messages.c.reply_to == last.inbound_id)
+                .order_by(messages.c.reply_index)
+            )
+        ).all()
+    assert [(r.id, r.reply_index, r.text) for r in rows] == [
+        (last.outbound_id, 0, last.text),
+        *((outbound_id, index, text) for index, (text, outbound_id) in enumerate(last.further, 1)),
+    ]
+    assert all(segment_count(r.text) <= 2 for r in rows)
 
 
 async def test_meter_numbers_are_shown_only_to_linked_phones(gateway, clock):

@@ -4,6 +4,7 @@ webhook is built from (no database, no server)."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from xml.etree import ElementTree
 
 import pytest
 from twilio.request_validator import RequestValidator
@@ -13,6 +14,7 @@ from adapters.twilio.messages import (
     _twiml_slow,
     inbound_from_form,
     supersedes,
+    twiml_replies,
     twiml_reply,
 )
 from adapters.twilio.signature import TwilioSignature
@@ -45,6 +47,20 @@ def test_twiml_is_exactly_what_messaging_response_renders(text, callback):
 def test_no_reply_is_an_empty_response():
     """No reply due: an empty <Response/>, so Twilio sends nothing."""
     assert '<?xml version="1.0" encoding="UTF-8"?><Response />' == twiml_reply(None)
+
+
+def test_several_sms_are_one_message_verb_each_with_its_own_status_url():
+    """An SMS for several accounts answered with one SMS per account: a <Message> each,
+    in order, each reporting its status to its own reply's URL."""
+    xml = twiml_replies(
+        [("ЛС 1: <ok> & more", "https://x/s?reply=1"), ("ЛС 2", "https://x/s?reply=2")]
+    )
+    root = ElementTree.fromstring(xml)
+    assert [(m.text, m.get("action")) for m in root.iter("Message")] == [
+        ("ЛС 1: <ok> & more", "https://x/s?reply=1"),
+        ("ЛС 2", "https://x/s?reply=2"),
+    ]
+    assert twiml_replies([("one", None)]) == twiml_reply("one")
 
 
 def test_inbound_from_form_maps_twilio_fields():
