@@ -320,7 +320,10 @@ def report(results: list[Result], everything: bool = False) -> str:
     shown = results if everything else failed
     if shown:
         lines.append("")
-    lines += [describe(r) if r.problems else f"ok #{r.case.number} {r.case.text!r}" for r in shown]
+    lines += [
+        describe(r) if r.problems else f"ok #{r.case.number} {r.case.text!r} -> {r.reply!r}"
+        for r in shown
+    ]
     return "\n".join(lines)
 
 
