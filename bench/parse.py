@@ -19,11 +19,13 @@ import random
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from grammar import MessageParser
+from grammar.parser import MAX_TEXT_LENGTH
 from grammar.vocabulary import Vocabulary
 
 ACCOUNT_PATTERN = r"\d{10,12}|[A-Z]{2,4}\d{3,10}"
@@ -218,7 +220,50 @@ def main() -> None:
         guess(vocabulary, word)
     per_word = (time.process_time() - started) / len(words) * 1e6
     print(f"a word the vocabulary has never seen: {per_word:.0f} µs of CPU the first time")
+    slowest, shape = slowest_message(message_parser, texts, rng)
+    print(f"slowest single message: {slowest * 1000:.2f} ms ({shape})")
     print(f"this machine: sum(range(100)) takes {python_speed():.2f} µs of CPU (see python_speed)")
+
+
+def worst_texts(rng: random.Random) -> dict[str, list[str]]:
+    """Texts of the longest length read (480 characters) in the shapes that cost most:
+    words never seen (each a fuzzy lookup), numbers only, labels only, glued runs."""
+
+    def filled(piece: Callable[[], str]) -> str:
+        text = ""
+        while len(text) < MAX_TEXT_LENGTH:
+            text += piece() + " "
+        return text[:MAX_TEXT_LENGTH]
+
+    return {
+        "480 characters of words never seen": [
+            filled(lambda: _made_up_word(rng)) for _ in range(20)
+        ],
+        "480 characters of numbers": [filled(lambda: _reading(rng)) for _ in range(20)],
+        "480 characters of labels and readings": [
+            filled(lambda: f"т{rng.randint(1, 3)} {_reading(rng)}") for _ in range(20)
+        ],
+        "480 characters of glued words and digits": [
+            filled(lambda: f"{_made_up_word(rng)}{_reading(rng)}Д{_reading(rng)}")
+            for _ in range(20)
+        ],
+    }
+
+
+def slowest_message(
+    message_parser: MessageParser, texts: list[str], rng: random.Random
+) -> tuple[float, str]:
+    """The longest wall time one parse took, each text read once, and its shape."""
+    slowest, shape = 0.0, ""
+    shapes = {"the realistic mix": texts, **worst_texts(rng)}
+    for name, group in shapes.items():
+        for text in group:
+            started = time.perf_counter()
+            message_parser.parse(text)
+            elapsed = time.perf_counter() - started
+            if elapsed > slowest:
+                slowest, shape = elapsed, name
+    return slowest, shape
 
 
 if __name__ == "__main__":
