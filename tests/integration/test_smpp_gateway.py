@@ -11,6 +11,7 @@ from sqlalchemy import select
 
 from adapters.db.schema import inbound_parts, messages, readings
 from adapters.smpp import SmppAdapter
+from sms_gateway.domain.segments import segment_count
 from sms_gateway.runner import smpp_adapter
 from tests.integration.smpp_support import (  # noqa: F401  (fixtures)
     SHORT_NUMBER,
@@ -387,3 +388,33 @@ async def test_direct_replies_keep_to_the_window(smsc: SmscPeer, gateway, adapte
     await smsc.wait_count(lambda e: e.get("command") == "submit_sm", 2)
     await asyncio.sleep(0.3)
     assert 2 == len(smsc.pdus("submit_sm"))
+
+
+async def test_a_report_for_several_accounts_too_long_for_one_sms_goes_as_one_per_account(
+    smsc: SmscPeer, gateway, adapters
+) -> None:
+    """Three accounts' readings refused in one MO: three replies, each submitted to the
+    sender on its own (two segments each) and each recorded sent."""
+    await adapters()
+    await smsc.wait_bound()
+    text = b"1234567833 1000 5550001112 5000 2000 7770003334 800 600 1400"
+    sequence = await smsc.deliver(text, source_addr="79161234567")
+    assert ESME_ROK == await smsc.deliver_resp(sequence)
+
+    async def all_sent() -> bool:
+        return [status for _, status, _ in await _replies(gateway)] == ["sent"] * 3
+
+    await until(all_sent, timeout=15)
+    replies = await rows(
+        gateway,
+        select(messages.c.reply_index, messages.c.text, messages.c.status)
+        .where(messages.c.direction == "out")
+        .order_by(messages.c.reply_index),
+    )
+    assert [index for index, _, _ in replies] == [0, 1, 2]
+    accounts = ("1234567833", "5550001112", "7770003334")
+    assert all(account in text for account, (_, text, _) in zip(accounts, replies, strict=True))
+    submits = smsc.pdus("submit_sm")
+    assert {s["destination_addr"] for s in submits} == {"79161234567"}
+    assert len(submits) == sum(segment_count(text) for _, text, _ in replies)
+    assert [] == await rows(gateway, select(readings.c.t1))
