@@ -87,8 +87,13 @@ def inbound_from_form(form: Mapping[str, str], received_at: datetime) -> Inbound
 
 
 def _twiml_slow(text: str | None, status_callback: str | None) -> str:
+    return _rendered([] if text is None else [(text, status_callback)])
+
+
+def _rendered(replies: list[tuple[str, str | None]]) -> str:
+    """MessagingResponse's TwiML: a <Message> per (text, status callback)."""
     response = MessagingResponse()
-    if text is not None:
+    for text, status_callback in replies:
         if status_callback is not None:
             response.message(text, action=status_callback, method="POST")
         else:
@@ -140,13 +145,7 @@ def twiml_replies(replies: list[tuple[str, str | None]]) -> str:
     SMS for several accounts that one text could not report (rare, so unhurried)."""
     if len(replies) == 1:
         return twiml_reply(*replies[0])
-    response = MessagingResponse()
-    for text, status_callback in replies:
-        if status_callback is not None:
-            response.message(text, action=status_callback, method="POST")
-        else:
-            response.message(text)
-    return str(response.to_xml(xml_declaration=True))
+    return _rendered(replies)
 
 
 def supersedes(current: str | None, new: str) -> bool:
