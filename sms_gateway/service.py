@@ -400,7 +400,8 @@ class GatewayService:
             )
             extra = {"redelivery": "true"} if result.redelivery else {}
             if not job.future.done():
-                further = tuple((one.text, one.id) for one in result.further)
+                # Their ids exist: the batch's flush gave every reply its row.
+                further = tuple((one.text, int(one.id)) for one in result.further)
                 job.future.set_result(
                     Reply(
                         result.outcome, result.text, job.inbound_id, result.reply_id, extra,
@@ -594,14 +595,12 @@ class GatewayService:
         starts = [i for i in shaped if numbers[i] in known or numbers[i] not in own]
         if len(set(numbers[i] for i in starts)) < 2:
             return parsed
-        bounds = [*starts, len(parsed.numbers)]
+        bounds = [*starts, len(numbers)]
         if any(end - start < 2 for start, end in itertools.pairwise(bounds)):
             return parsed  # an account without readings: whose are the numbers? ask
         return SeveralReadings(
             tuple(
-                ParsedReadings(
-                    numbers=parsed.numbers[start + 1 : end], account_hint=parsed.numbers[start]
-                )
+                ParsedReadings(numbers=numbers[start + 1 : end], account_hint=numbers[start])
                 for start, end in itertools.pairwise(bounds)
             )
         )

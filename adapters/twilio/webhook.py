@@ -199,14 +199,12 @@ class TwilioWebhook:
                 [
                     (text, self.signature.status_callback_url(outbound_id))
                     for text, outbound_id in replies
-                    if outbound_id is not None
                 ]
             )
         if reply.extra.get("redelivery") != "true":
             for text, outbound_id in replies:
-                if outbound_id is not None:
-                    callback = self.signature.status_callback_url(outbound_id)
-                    self._spawn(self._send_rest(inbound, text, outbound_id, callback))
+                callback = self.signature.status_callback_url(outbound_id)
+                self._spawn(self._send_rest(inbound, text, outbound_id, callback))
         return twiml_reply(None)
 
     async def _send_rest(

@@ -175,4 +175,4 @@ class Reply:
     inbound_id: int | None = None
     outbound_id: int | None = None
     extra: dict[str, str] = field(default_factory=dict)
-    further: tuple[tuple[str, int | None], ...] = ()
+    further: tuple[tuple[str, int], ...] = ()
