@@ -32,7 +32,12 @@ class GatewaySettings:
     locale: str = "ru"
     timezone: str = "Europe/Moscow"
     account_pattern: str = r"\d{10,12}|[A-Z]{2,4}\d{3,10}"
+    # This instance's name in the database (its claims, its heartbeat); empty: the
+    # host name and the HTTP port, which stay the same across restarts.
     instance_name: str = ""
+    # An instance whose heartbeat is older than this is dead: any live instance sends
+    # the replies it had claimed.
+    instance_dead_after_s: float = 10.0
     log_format: str = "auto"  # auto | json | console
     log_level: str = "INFO"
 
@@ -43,6 +48,9 @@ class DatabaseSettings:
     pool_size: int = 10
     # serve applies pending migrations itself at start-up (see docs/operations.md)
     upgrade_on_start: bool = True
+    # The message log (and its receipts, long-MO parts, confirmations) is pruned after
+    # this many days; readings never are. 400: a year's disputes plus a margin.
+    keep_messages_days: int = 400
 
 
 @dataclass(frozen=True)
@@ -91,6 +99,9 @@ class SmppSettings:
     # Tag of a vendor TLV in which the SMSC sends each MO's message id (decimal, e.g.
     # 5121 for 0x1401); 0 = none. Redeliveries are then recognised by that id.
     mo_id_tlv: int = 0
+    # How long after an MO whose ESME_ROK may have been lost a same-text copy from
+    # that phone still counts as its redelivery (docs/operators.md).
+    redelivery_window_s: float = 3600.0
 
 
 @dataclass(frozen=True)
@@ -239,11 +250,17 @@ def validate(settings: Settings) -> list[str]:
         problems.append("[gateway] log_format: expected auto, json or console")
     if g.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         problems.append("[gateway] log_level: expected DEBUG, INFO, WARNING or ERROR")
+    if g.instance_dead_after_s < 2:
+        problems.append("[gateway] instance_dead_after_s: expected at least 2 seconds")
+    if len(g.instance_name) > 128:
+        problems.append("[gateway] instance_name: at most 128 characters")
     url = settings.database.url
     if not (url.startswith("sqlite+aiosqlite://") or url.startswith("postgresql+asyncpg://")):
         problems.append(
             "[database] url: expected sqlite+aiosqlite:///PATH or postgresql+asyncpg://..."
         )
+    if settings.database.keep_messages_days < 1:
+        problems.append("[database] keep_messages_days: expected at least 1 day")
     if not 1 <= settings.http.port <= 65535:
         problems.append("[http] port: expected 1..65535")
     if not 1 <= r.window_start_day <= 28:
@@ -271,6 +288,8 @@ def validate(settings: Settings) -> list[str]:
             problems.append("[smpp] claim_timeout_s: expected at least 5 seconds")
         if s.enquire_link_s <= 0:
             problems.append("[smpp] enquire_link_s: expected a positive number")
+        if s.redelivery_window_s < 0:
+            problems.append("[smpp] redelivery_window_s: expected 0 or more seconds")
         if not 0 <= s.mo_id_tlv <= 0xFFFF:
             problems.append("[smpp] mo_id_tlv: expected a TLV tag 0..65535 (0 = none)")
     if t.enabled:

@@ -69,6 +69,12 @@ class InboundPipeline(Protocol):
         """accept + process, for transports that answer inline (CLI, Twilio)."""
         ...
 
+    async def unconfirmed(self, inbound_ids: Sequence[int]) -> None:
+        """These stored MO were acknowledged, but the acknowledgement may not have
+        reached the sender (the link died first): the next copy with the same text
+        from the same phone is their redelivery, not a new message."""
+        ...
+
 
 class Outbox(Protocol):
     async def claim(self, channel: str, limit: int) -> list[OutboundSms]:

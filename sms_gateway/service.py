@@ -15,7 +15,7 @@ import itertools
 import re
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
@@ -25,7 +25,7 @@ import structlog
 from sqlalchemy.engine import Connection
 
 from adapters.db.batch import BatchUnit
-from adapters.db.store import SqlStore, insert_inbound_many
+from adapters.db.store import SqlStore, insert_inbound_many, mark_in_doubt
 from grammar import MessageParser
 from sms_gateway.batching import BatchQueue
 from sms_gateway.config import Settings
@@ -143,8 +143,12 @@ class GatewayService:
         parser: MessageParser,
         metrics: GatewayMetrics,
         clock: Callable[[], datetime] = utc_now,
+        instance: str | None = None,
     ) -> None:
         self.settings = settings
+        # This process's name in the database: it receives the inbound, claims replies.
+        self.instance = instance
+        self._redelivery_window = timedelta(seconds=settings.smpp.redelivery_window_s)
         self.store = store
         self.parser = parser
         self.metrics = metrics
@@ -209,6 +213,10 @@ class GatewayService:
         job = await self._submit("handle", inbound)
         return cast(Reply, job.future.result())
 
+    async def unconfirmed(self, inbound_ids: Sequence[int]) -> None:
+        ids = sorted(set(inbound_ids))
+        await self.store.run_transaction(lambda conn: mark_in_doubt(conn, ids))
+
     @property
     def queue_depth(self) -> int:
         return len(self._jobs)
@@ -263,7 +271,12 @@ class GatewayService:
         handled: dict[int, _Handled] = {}
         new = [job for job in batch if job.kind != "process"]
         if new:
-            stored = insert_inbound_many(conn, [job.inbound for job in new])
+            stored = insert_inbound_many(
+                conn,
+                [job.inbound for job in new],
+                self.instance,
+                redelivery_window=self._redelivery_window,
+            )
             for job, (inbound_id, duplicate) in zip(new, stored, strict=True):
                 job.inbound_id, job.duplicate = inbound_id, duplicate
         # A received message is processed in a later transaction, once acknowledged.
@@ -284,7 +297,7 @@ class GatewayService:
         )
         for job in work:
             handled[id(job)] = self._handle_one(unit, job, now)
-        unit.flush()
+        unit.flush(self.instance)
         return handled
 
     def _named_accounts(self, parsed_messages: Iterable[ParsedMessage | None]) -> set[str]:

@@ -382,7 +382,8 @@ class BatchUnit:
 
     # -- writing it all back ----------------------------------------------------
 
-    def flush(self) -> None:
+    def flush(self, instance: str | None = None) -> None:
+        """Write what the batch decided; `instance` claims the replies stored "sending"."""
         conn = self.conn
         if self.booked:
             rows = [
@@ -466,6 +467,7 @@ class BatchUnit:
                         "status": r.status,
                         # Stored already claimed when handed straight to a sender.
                         "claimed_at": (to_db_time(r.created_at) if r.status == "sending" else None),
+                        "instance": instance if r.status == "sending" else None,
                         "attempts": 1 if r.status == "sending" else 0,
                         "parts": 1,
                         "incomplete": False,

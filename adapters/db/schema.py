@@ -17,6 +17,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 
 metadata = MetaData(
@@ -111,6 +112,13 @@ messages = Table(
     Column("error", Text),
     Column("attempts", Integer, nullable=False, default=0),
     Column("claimed_at", DateTime()),
+    # The instance (see `instances`) that received an inbound SMS, or that holds the
+    # claim of a reply being sent.
+    Column("instance", String(128)),
+    # Inbound over SMPP: "doubt" when its ESME_ROK may not have reached the SMSC (the
+    # link died first, or the instance did): the next same-text copy from that phone
+    # is then its redelivery, and the row becomes "redelivered". Otherwise NULL.
+    Column("ack", String(12)),
     Column("parts", Integer, nullable=False, default=1),
     Column("incomplete", Boolean, nullable=False, default=False),
     UniqueConstraint("channel", "external_id"),
@@ -121,6 +129,13 @@ messages = Table(
     Index(None, "transport_id"),
     Index(None, "account"),
     Index(None, "created_at"),
+    # Only the few MO in doubt: every other row stays out of this index.
+    Index(
+        "ix_messages_doubt",
+        "phone",
+        sqlite_where=text("ack = 'doubt'"),
+        postgresql_where=text("ack = 'doubt'"),
+    ),
 )
 
 pending_confirmations = Table(
@@ -172,4 +187,24 @@ ops_login_failures = Table(
     Column("address", String(64), nullable=False),
     Column("failed_at", DateTime(), nullable=False),
     Index(None, "address", "failed_at"),
+)
+
+# Every `serve` that runs or ran on this database, by its name (`[gateway]
+# instance_name`, or host:port). The heartbeat tells live from dead: a dead instance's
+# claimed replies go back to the outbox and its unconfirmed MO come into doubt.
+instances = Table(
+    "instances",
+    metadata,
+    Column("name", String(128), primary_key=True),
+    # A new one per start: a second process under the same name is noticed.
+    Column("run_id", String(32), nullable=False),
+    Column("host", String(128), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("started_at", DateTime(), nullable=False),
+    Column("heartbeat_at", DateTime(), nullable=False),
+    # Every MO this instance received with an id up to this one is known to have
+    # been acknowledged to its SMSC.
+    Column("mo_confirmed_id", BigInteger),
+    # Set once its claims were released after it died or stopped.
+    Column("released_at", DateTime()),
 )

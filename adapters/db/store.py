@@ -17,11 +17,11 @@ from collections.abc import AsyncIterator, Callable, Collection, Iterable, Itera
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import cache
 from typing import Any, TypeVar
 
-from sqlalchemy import DateTime, Integer, bindparam, func, or_, select, update
+from sqlalchemy import DateTime, Integer, bindparam, func, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
@@ -149,12 +149,97 @@ def _insert_inbound(dialect: str) -> Prepared:
     )
 
 
-def insert_inbound_many(conn: Connection, inbounds: Sequence[InboundSms]) -> list[tuple[int, bool]]:
+# The MO in doubt from some phones, oldest first. `ack = 'doubt'` is spelled as the
+# partial index ix_messages_doubt spells it: SQLite uses such an index only when the
+# query's condition is literally the index's.
+_DOUBTFUL = Prepared(
+    select(
+        messages.c.id,
+        messages.c.channel,
+        messages.c.phone,
+        messages.c.short_number,
+        messages.c.text,
+    )
+    .where(
+        text("messages.ack = 'doubt'"),
+        messages.c.phone.in_(bindparam("b_phones", expanding=True)),
+        messages.c.created_at >= bindparam("b_since", type_=DateTime),
+    )
+    .order_by(messages.c.id)
+)
+_REDELIVERED = Prepared(
+    update(messages)
+    .where(messages.c.id.in_(bindparam("b_ids", expanding=True)))
+    .values(ack="redelivered")
+)
+
+
+def _redeliveries(
+    conn: Connection, inbounds: Sequence[InboundSms], window: timedelta
+) -> dict[int, int]:
+    """{index in `inbounds`: id of the MO in doubt it redelivers}; each MO in doubt is
+    redelivered at most once, and is no longer in doubt afterwards."""
+    candidates = [m for m in inbounds if m.may_be_redelivery and m.external_id is None]
+    if not candidates:
+        return {}
+    since = min(m.received_at for m in candidates) - window
+    doubtful = _DOUBTFUL.rows(
+        conn, {"b_phones": sorted({m.phone for m in candidates}), "b_since": to_db_time(since)}
+    )
+    if not doubtful:
+        return {}
+    waiting: dict[tuple[str, str, str, str], list[int]] = {}
+    for row in doubtful:
+        waiting.setdefault((row.channel, row.phone, row.short_number, row.text), []).append(
+            int(row.id)
+        )
+    matched: dict[int, int] = {}
+    for index, m in enumerate(inbounds):
+        if not m.may_be_redelivery or m.external_id is not None:
+            continue
+        ids = waiting.get((m.channel, m.phone, m.short_number, m.text))
+        if ids:
+            matched[index] = ids.pop(0)
+    if matched:
+        _REDELIVERED.rows(conn, {"b_ids": sorted(matched.values())})
+    return matched
+
+
+def mark_in_doubt(conn: Connection, inbound_ids: Sequence[int]) -> None:
+    """These MO's acknowledgements may have been lost (see adapters/smpp/acks.py)."""
+    for start in range(0, len(inbound_ids), 500):
+        chunk = inbound_ids[start : start + 500]
+        conn.execute(
+            update(messages)
+            .where(messages.c.direction == "in", messages.c.id.in_(chunk))
+            .values(ack="doubt")
+        )
+
+
+def insert_inbound_many(
+    conn: Connection,
+    inbounds: Sequence[InboundSms],
+    instance: str | None = None,
+    redelivery_window: timedelta | None = None,
+) -> list[tuple[int, bool]]:
     """Store inbound SMS in one statement; (id, duplicate) for each, in order.
 
     Every inbound carries an external_id or a dedupe_key: a redelivery conflicts
-    with the stored row and is answered with that row's id.
+    with the stored row and is answered with that row's id. One that
+    `may_be_redelivery` is the redelivery of an MO in doubt from the same phone with the
+    same text received at most `redelivery_window` earlier, if there is one
+    (docs/operators.md).
     """
+    redelivered = (
+        _redeliveries(conn, inbounds, redelivery_window) if redelivery_window is not None else {}
+    )
+    if redelivered:
+        fresh = [m for index, m in enumerate(inbounds) if index not in redelivered]
+        stored = iter(insert_inbound_many(conn, fresh, instance))
+        return [
+            (redelivered[index], True) if index in redelivered else next(stored)
+            for index in range(len(inbounds))
+        ]
     rows = [
         {
             "direction": "in",
@@ -169,6 +254,7 @@ def insert_inbound_many(conn: Connection, inbounds: Sequence[InboundSms]) -> lis
             "attempts": 0,
             "parts": m.parts,
             "incomplete": m.incomplete,
+            "instance": instance,
         }
         for m in inbounds
     ]

@@ -15,8 +15,10 @@ One hop per step, all on the event loop (the link threads only move PDUs):
                    | other error: mark_failed | no answer / link lost: release
     receipt     -> outbox.record_delivery_status(message_id) -> deliver_sm_resp
 
-Exactly-once booking is the pipeline's job (unique external_id / dedupe_key); this
-adapter makes a redelivered MO carry the same identity as the first delivery.
+Exactly-once booking is the pipeline's job (unique external_id / dedupe_key). Without
+an SMSC message id, this adapter tells the pipeline which acknowledged MO may not have
+been heard acknowledged (adapters/smpp/acks.py): only a same-text copy of one of those
+is a redelivery; any other copy is the subscriber sending again (docs/operators.md).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from typing import Any, cast
 import structlog
 from smpplib import consts
 
+from adapters.smpp.acks import AckLedger
 from adapters.smpp.codec import (
     ESM_MESSAGE_TYPE_MASK,
     ESM_UDHI,
@@ -52,6 +55,7 @@ from adapters.smpp.link import (
     Bound,
     Connecting,
     Delivered,
+    EnquireAnswered,
     LinkDown,
     LinkEvent,
     SmppLink,
@@ -84,10 +88,9 @@ ESME_RX_T_APPN = consts.SMPP_ESME_RX_T_APPN
 ESME_RTHROTTLED = consts.SMPP_ESME_RTHROTTLED
 ESME_RMSGQFUL = consts.SMPP_ESME_RMSGQFUL
 
-# A redelivery normally comes within minutes; the same text from the same phone inside
-# one bucket is the same message (a subscriber repeating a reading books nothing new
-# either way).
-DEDUPE_BUCKET_S = 600
+# An acknowledgement not confirmed by an answer to a later request this long after it
+# was written gets an enquire_link of its own (a receiver link carries no submit_sm).
+PROBE_AFTER_S = 0.5
 # Inbound messages being stored or processed at once; beyond this deliver_sm is
 # answered ESME_RX_T_APPN ("queue full") and the SMSC redelivers later.
 MAX_IN_HAND = 2000
@@ -131,9 +134,11 @@ def normalize_phone(address: str, ton: int) -> str:
         return "+" + digits
 
 
-def dedupe_key(source: str, destination: str, text: str, received_at: datetime) -> str:
-    bucket = int(received_at.timestamp()) // DEDUPE_BUCKET_S
-    material = f"{source}\x1f{destination}\x1f{text}\x1f{bucket}".encode()
+def long_mo_key(group_key: str, text: str, first_received_at: datetime) -> str:
+    """The identity of a joined long MO: the same for every instance that hands on the
+    same stored parts (their first part's arrival, as stored), new for a new message."""
+    first = first_received_at.astimezone(UTC) if first_received_at.tzinfo else first_received_at
+    material = f"{group_key}\x1f{text}\x1f{first.replace(tzinfo=None).isoformat()}".encode()
     return "smpp:" + hashlib.sha256(material).hexdigest()[:40]
 
 
@@ -203,6 +208,7 @@ class _Quick:
     outbound: OutboundSms
     link: SmppLink
     started: float
+    mark: int  # the link's AckLedger mark when the submit_sm was queued
 
 
 class SmppAdapter:
@@ -243,7 +249,14 @@ class SmppAdapter:
         self._outbox_event = asyncio.Event()
         self._outbox_idle = False
         self._send_loop_full = False
-        self._pending: dict[int, tuple[_SubmitFuture, SmppLink]] = {}
+        self._pending: dict[int, tuple[_SubmitFuture, SmppLink, int]] = {}
+        self._ledgers: dict[SmppLink, AckLedger] = {}
+        # MO in doubt not yet recorded so (the database may be down): retried.
+        self._doubtful: list[int] = []
+        self._doubt_task: asyncio.Task[None] | None = None
+        # enquire_link probes by tag: (link, ledger mark when sent).
+        self._probes: dict[int, tuple[SmppLink, int]] = {}
+        self._probe_tags = itertools.count(1)
         self._tokens = itertools.count(1)
         self._window = _Window(max(1, settings.window))
         self._pacer = _Pacer(settings.max_send_rate)
@@ -281,6 +294,7 @@ class SmppAdapter:
         self._links = [SmppLink(self.settings, mode, loop, self._on_link_events) for mode in modes]
         for link in self._links:
             self._link_state[link] = "connecting"
+            self._ledgers[link] = AckLedger()
         self.state = "connecting"
         for link in self._links:
             link.start()
@@ -326,6 +340,12 @@ class SmppAdapter:
             await asyncio.wait(leftovers, timeout=2.0)
         unbind_timeout = max(_remaining(deadline), min(self.settings.response_timeout_s, 2.0))
         await asyncio.gather(*(link.stop(unbind_timeout) for link in self._links))
+        # Their LinkDown events came first: what the SMSC may not have heard
+        # acknowledged is recorded before this instance says it stopped.
+        if self._doubt_task is not None:
+            with contextlib.suppress(Exception):
+                await self._doubt_task
+        await self._record_doubt()
         self._links = []
         self.state = "unbound"
         if self.metrics is not None:
@@ -377,7 +397,7 @@ class SmppAdapter:
         if len(encoded.bodies) != 1 or not self._window.try_take():
             return False
         token = next(self._tokens)
-        self._quick[token] = _Quick(outbound, link, time.monotonic())
+        self._quick[token] = _Quick(outbound, link, time.monotonic(), self._ledgers[link].mark())
         self._sending_ids.add(outbound.id)
         params = self._submit_params(
             outbound, encoded.esm_class, encoded.data_coding, encoded.bodies[0]
@@ -398,6 +418,8 @@ class SmppAdapter:
 
     def _quick_result(self, quick: _Quick, status: int | None, message_id: str | None) -> None:
         self._window.give()
+        if status is not None:
+            self._ledgers[quick.link].confirm(quick.mark)
         verdict = self._judge(status)
         if verdict == "sent":
             self._sent_marks.append((quick, message_id))
@@ -473,10 +495,18 @@ class SmppAdapter:
                     self._quick_result(quick, event.status, event.message_id)
                     continue
                 entry = self._pending.pop(event.token, None)
-                if entry is not None and not entry[0].done():
-                    entry[0].set_result((event.status, event.message_id))
+                if entry is not None:
+                    if event.status is not None:
+                        self._ledgers[entry[1]].confirm(entry[2])
+                    if not entry[0].done():
+                        entry[0].set_result((event.status, event.message_id))
+            elif isinstance(event, EnquireAnswered):
+                probe = self._probes.pop(event.tag, None)
+                if probe is not None and probe[0] is link:
+                    self._ledgers[link].confirm(probe[1])
             elif isinstance(event, Bound):
                 self._link_session[link] = event.session
+                self._doubt(self._ledgers[link].begin(event.session))
                 self._set_link_state(link, "bound")
                 if self.metrics is not None:
                     self.metrics.smpp_binds.labels(mode=link.mode).inc()
@@ -491,6 +521,13 @@ class SmppAdapter:
             elif isinstance(event, LinkDown):
                 self._set_link_state(link, "connecting" if not self._stopping else "unbound")
                 self._fail_pending(link, event.reason)
+                ledger = self._ledgers[link]
+                if event.drained:
+                    ledger.confirm_all()
+                self._doubt(ledger.begin(0))
+                for tag, (owner, _) in list(self._probes.items()):
+                    if owner is link:
+                        del self._probes[tag]
                 if event.clean:
                     log.info("smpp.unbound", link=link.mode, reason=event.reason)
                 else:
@@ -530,7 +567,7 @@ class SmppAdapter:
         self.state = "bound" if bound else "connecting"
 
     def _fail_pending(self, link: SmppLink, reason: str) -> None:
-        for token, (future, owner) in list(self._pending.items()):
+        for token, (future, owner, _) in list(self._pending.items()):
             if owner is link:
                 del self._pending[token]
                 if not future.done():
@@ -612,9 +649,7 @@ class SmppAdapter:
             text=text,
             received_at=received_at,
             external_id=external_id,
-            dedupe_key=None
-            if external_id
-            else dedupe_key(deliver.source_addr, deliver.destination_addr, text, received_at),
+            may_be_redelivery=external_id is None,
         )
         acknowledged: list[AcceptedInbound] = []
 
@@ -622,6 +657,12 @@ class SmppAdapter:
             # Called by the pipeline once the message is stored, before it is processed.
             acknowledged.append(accepted)
             link.respond(event, ESME_ROK)
+            ledger = self._ledgers[link]
+            if ledger.session == event.session:
+                ledger.acknowledged(accepted.inbound_id, new=not accepted.duplicate)
+            else:
+                # The session ended meanwhile: the link drops this ESME_ROK.
+                self._doubt([accepted.inbound_id])
 
         try:
             handled = self.pipeline.receive(inbound, acknowledge)
@@ -779,14 +820,7 @@ class SmppAdapter:
             text=text,
             received_at=first.received_at,
             external_id=external_id,
-            dedupe_key=None
-            if external_id
-            else dedupe_key(
-                first.source_addr,
-                first.destination_addr,
-                f"{group.key}\x1f{text}",
-                first.received_at,
-            ),
+            dedupe_key=None if external_id else long_mo_key(group.key, text, first.received_at),
             parts=group.total,
             incomplete=incomplete,
         )
@@ -966,7 +1000,7 @@ class SmppAdapter:
                     raise LinkLost("not bound")
                 token = next(self._tokens)
                 future: _SubmitFuture = loop.create_future()
-                self._pending[token] = (future, link)
+                self._pending[token] = (future, link, self._ledgers[link].mark())
                 link.submit(token, params)
                 try:
                     status, message_id = await future
@@ -1008,6 +1042,57 @@ class SmppAdapter:
             log.info("smpp.throttled", pause_s=self._throttle_delay)
             self._throttle_delay = min(self._throttle_delay * 2, THROTTLE_MAX_S)
 
+    # ---- acknowledgements in doubt ---------------------------------------------------
+
+    def _doubt(self, inbound_ids: list[int]) -> None:
+        """These MO's ESME_ROK may not have reached the SMSC: record them in doubt."""
+        if not inbound_ids:
+            return
+        self._doubtful.extend(inbound_ids)
+        if self._doubt_task is None or self._doubt_task.done():
+            self._doubt_task = asyncio.create_task(self._record_doubt())
+
+    async def _record_doubt(self) -> None:
+        while self._doubtful:
+            inbound_ids, self._doubtful = self._doubtful, []
+            try:
+                await self.pipeline.unconfirmed(inbound_ids)
+            except Exception as exc:
+                self._doubtful[:0] = inbound_ids  # housekeeping tries again
+                log.warning("smpp.doubt_not_recorded", count=len(inbound_ids), error=str(exc))
+                return
+            log.info("smpp.mo_in_doubt", count=len(inbound_ids))
+
+    def _probe_unconfirmed(self, now: float) -> None:
+        """An enquire_link for a link whose oldest unconfirmed acknowledgement has
+        waited PROBE_AFTER_S: its answer confirms it. One probe at a time per link;
+        where replies flow on the same bind their submit_sm_resp confirm first."""
+        probing = {owner for owner, _ in self._probes.values()}
+        for link, ledger in self._ledgers.items():
+            since = ledger.waiting_since()
+            if since is None or now - since < PROBE_AFTER_S or link in probing:
+                continue
+            if self._link_state.get(link) != "bound":
+                continue
+            tag = next(self._probe_tags)
+            self._probes[tag] = (link, ledger.mark())
+            link.enquire_link(tag)
+
+    def confirmed_mo_id(self) -> int | None:
+        """Every new MO this instance stored with an id up to this one was heard
+        acknowledged by its SMSC (None: nothing to say yet). The heartbeat records
+        it: if this process dies, the MO after it come into doubt."""
+        lowest = [
+            low
+            for low in (ledger.lowest_unconfirmed_new() for ledger in self._ledgers.values())
+            if low is not None
+        ]
+        lowest.extend(self._doubtful)
+        if lowest:
+            return min(lowest) - 1
+        confirmed = max((ledger.max_confirmed_new for ledger in self._ledgers.values()), default=0)
+        return confirmed or None
+
     # ---- housekeeping ----------------------------------------------------------------
 
     async def _housekeeping(self) -> None:
@@ -1018,8 +1103,11 @@ class SmppAdapter:
             if now >= next_poll:
                 next_poll = now + OUTBOX_POLL_S
                 self._outbox_event.set()  # replies left from before a restart
+            if self._doubtful and (self._doubt_task is None or self._doubt_task.done()):
+                self._doubt_task = asyncio.create_task(self._record_doubt())
             if self._stopping:
                 continue
+            self._probe_unconfirmed(now)
             for group in self._reassembler.expired(now):
                 await self._hand_on_expired(group)
 

@@ -90,23 +90,36 @@ class SubmitResult:
 
 
 @dataclass(frozen=True, slots=True)
+class EnquireAnswered:
+    """The answer to `SmppLink.enquire_link(tag)`: the SMSC has read everything
+    written on this session before that enquire_link."""
+
+    session: int
+    tag: int
+
+
+@dataclass(frozen=True, slots=True)
 class LinkDown:
     session: int
     reason: str
     tokens: tuple[int, ...]  # submit_sm sent on this session and never answered
     clean: bool  # True after our own unbind on shutdown
+    # True when the SMSC answered our unbind: it read everything we wrote, every
+    # deliver_sm_resp included.
+    drained: bool = False
 
 
-LinkEvent = Bound | Connecting | BindFailed | Delivered | SubmitResult | LinkDown
+LinkEvent = Bound | Connecting | BindFailed | Delivered | SubmitResult | EnquireAnswered | LinkDown
 
 
 class _Stop(Exception):
     """Raised inside the thread to leave the session loop."""
 
-    def __init__(self, reason: str, clean: bool = False) -> None:
+    def __init__(self, reason: str, clean: bool = False, drained: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
         self.clean = clean
+        self.drained = drained
 
 
 class SmppLink:
@@ -136,6 +149,7 @@ class SmppLink:
         self._client: smpplib_client.Client | None = None
         self._session = 0
         self._outstanding: dict[int, tuple[int, float]] = {}  # sequence -> (token, deadline)
+        self._probes: dict[int, int] = {}  # enquire_link sequence -> the caller's tag
         self._events: list[LinkEvent] = []
         # Hot-path PDUs encoded and not yet written: one sendall per turn of the loop.
         self._out = bytearray()
@@ -162,9 +176,10 @@ class SmppLink:
         """Queue a submit_sm; its outcome comes back as SubmitResult(token)."""
         self._command(("submit", token, params))
 
-    def enquire_link(self) -> None:
-        """Send an enquire_link now (tests and operators use it to probe the link)."""
-        self._command(("enquire_link",))
+    def enquire_link(self, tag: int | None = None) -> None:
+        """Send an enquire_link now (tests and operators use it to probe the link);
+        with a tag, its answer comes back as EnquireAnswered(tag)."""
+        self._command(("enquire_link", tag))
 
     async def stop(self, timeout_s: float) -> None:
         """Unbind cleanly (waiting up to timeout_s for unbind_resp) and end the thread."""
@@ -237,16 +252,18 @@ class SmppLink:
                 self._session += 1
                 self._post(Bound(self._session))
                 self._flush()
+                drained = False
                 try:
                     self._serve()
                 except _Stop as stop:
-                    reason, clean = stop.reason, stop.clean
+                    reason, clean, drained = stop.reason, stop.clean, stop.drained
                 except (exceptions.ConnectionError, OSError) as exc:
                     reason, clean = f"connection lost: {_describe(exc)}", False
                 self._disconnect()
                 tokens = tuple(token for token, _ in self._outstanding.values())
                 self._outstanding.clear()
-                self._post(LinkDown(self._session, reason, tokens, clean))
+                self._probes.clear()
+                self._post(LinkDown(self._session, reason, tokens, clean, drained))
                 self._flush()
                 if clean or self._stop.is_set():
                     break
@@ -340,7 +357,10 @@ class SmppLink:
                     _, token, params = command
                     self._queue_submit(client, token, params)
                 elif kind == "enquire_link":
-                    self._send_pdu(client, smpp.make_pdu("enquire_link", client=client))
+                    pdu = smpp.make_pdu("enquire_link", client=client)  # a fresh sequence
+                    if command[1] is not None:
+                        self._probes[pdu.sequence] = command[1]
+                    self._send_pdu(client, pdu)
                     enquire_deadline = time.monotonic() + settings.response_timeout_s
                 elif kind == "unbind" and unbind_deadline is None:
                     unbind_deadline = self._send_unbind(client)
@@ -464,6 +484,9 @@ class SmppLink:
         elif command == "enquire_link":
             self._send_response("enquire_link_resp", pdu.sequence, ESME_ROK)
         elif command == "enquire_link_resp":
+            tag = self._probes.pop(pdu.sequence, None)
+            if tag is not None:
+                self._post(EnquireAnswered(self._session, tag))
             return "enquire_link_resp"
         elif command == "unbind":
             # smpplib does not answer unbind by itself.
@@ -471,7 +494,7 @@ class SmppLink:
             raise _Stop("unbound by the SMSC")
         elif command == "unbind_resp":
             if unbinding:
-                raise _Stop("unbound", clean=True)
+                raise _Stop("unbound", clean=True, drained=True)
         elif command == "alert_notification":
             pass  # no response is defined for alert_notification
         elif not pdu.is_response():

@@ -158,6 +158,10 @@ class InboundSms:
     dedupe_key: str | None = None
     parts: int = 1
     incomplete: bool = False
+    # A transport without message ids (SMPP without mo_id_tlv): this message is the
+    # redelivery of an earlier one from this phone with the same text only if that one
+    # is in doubt (its acknowledgement may have been lost); otherwise it is new.
+    may_be_redelivery: bool = False
 
 
 @dataclass(frozen=True, slots=True)

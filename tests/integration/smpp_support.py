@@ -19,7 +19,7 @@ import json
 import os
 import shutil
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -253,6 +253,8 @@ class MemoryGateway:
         self.receipts: list[tuple[str, str, str | None]] = []
         self.accept_fails = False
         self._by_identity: dict[str, StoredInbound] = {}
+        # MO whose acknowledgement may have been lost (InboundPipeline.unconfirmed).
+        self.doubtful: set[int] = set()
         self._by_id: dict[int, StoredInbound] = {}
         self._pending: dict[int, None] = {}  # outbound ids in claim order
         self._ids = itertools.count(1)
@@ -263,17 +265,32 @@ class MemoryGateway:
     async def accept(self, inbound: InboundSms) -> AcceptedInbound:
         if self.accept_fails:
             raise TemporaryFailure("database is down (test)")
-        identity = inbound.external_id or inbound.dedupe_key or ""
-        stored = self._by_identity.get(identity)
+        identity = inbound.external_id or inbound.dedupe_key
+        stored = self._by_identity.get(identity) if identity else self._redelivered(inbound)
         if stored is not None:
             stored.deliveries += 1
             return AcceptedInbound(stored.inbound_id, stored.inbound, duplicate=True)
         stored = StoredInbound(next(self._ids), inbound)
         self.inbound.append(stored)
-        self._by_identity[identity] = stored
+        if identity:
+            self._by_identity[identity] = stored
         self._by_id[stored.inbound_id] = stored
         self.changed.set()
         return AcceptedInbound(stored.inbound_id, inbound)
+
+    def _redelivered(self, inbound: InboundSms) -> StoredInbound | None:
+        """As the store: the MO in doubt from this phone with this text, once."""
+        if not inbound.may_be_redelivery:
+            return None
+        for inbound_id in sorted(self.doubtful):
+            stored = self._by_id[inbound_id]
+            if (stored.inbound.phone, stored.inbound.text) == (inbound.phone, inbound.text):
+                self.doubtful.discard(inbound_id)
+                return stored
+        return None
+
+    async def unconfirmed(self, inbound_ids: Sequence[int]) -> None:
+        self.doubtful.update(inbound_ids)
 
     async def process(self, accepted: AcceptedInbound) -> Reply:
         stored = self._by_id[accepted.inbound_id]

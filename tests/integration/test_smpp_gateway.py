@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import timedelta
 
 import pytest
 from sqlalchemy import select
@@ -75,24 +76,70 @@ async def test_mo_is_booked_and_answered_through_the_real_pipeline(
     assert [("2026-11", 1234)] == await rows(gateway, select(readings.c.period, readings.c.t1))
 
 
-async def test_redelivered_mo_books_once_and_is_answered_once(
-    smsc: SmscPeer, gateway, adapters
+@pytest.mark.parametrize("gap", [timedelta(seconds=1), timedelta(minutes=5), timedelta(minutes=11)])
+async def test_the_same_text_sent_twice_gets_two_answers(
+    smsc: SmscPeer, gateway, adapters, clock, gap: timedelta
 ) -> None:
-    """The SMSC redelivers the same MO (ack lost, its retry): once right after the first,
-    once after the reply went out. One reading, one reply, every delivery acked."""
+    """A subscriber sends the same reading twice (unsure it went through): however far
+    apart, two MO and two replies, the second one the `duplicate` answer; one reading."""
     await adapters()
     await smsc.wait_bound()
     first = await smsc.deliver(b"1234567833 1234")
-    second = await smsc.deliver(b"1234567833 1234")
-    assert [ESME_ROK, ESME_ROK] == [await smsc.deliver_resp(s) for s in (first, second)]
+    assert ESME_ROK == await smsc.deliver_resp(first)
     await smsc.wait_pdu("submit_sm")
-    third = await smsc.deliver(b"1234567833 1234")
-    assert ESME_ROK == await smsc.deliver_resp(third)
-    await asyncio.sleep(0.5)
+    clock.now += gap
+    second = await smsc.deliver(b"1234567833 1234")
+    assert ESME_ROK == await smsc.deliver_resp(second)
+    submits = await smsc.wait_count(lambda e: e.get("command") == "submit_sm", 2)
+    assert ACCEPTED_REPLY == submits[0]["text"]
+    assert "Эти показания ЛС 1234567833 уже приняты: Т1 1234." == submits[1]["text"]
     assert [(1234,)] == await rows(gateway, select(readings.c.t1))
-    assert 1 == len(smsc.pdus("submit_sm"))
-    inbound = await rows(gateway, select(messages.c.id).where(messages.c.direction == "in"))
-    assert 1 == len(inbound)
+    outcomes = await rows(
+        gateway,
+        select(messages.c.outcome).where(messages.c.direction == "in").order_by(messages.c.id),
+    )
+    assert [("accepted",), ("duplicate",)] == outcomes
+
+
+async def test_a_redelivery_after_a_link_loss_books_once_and_is_answered_once(
+    smsc: SmscPeer, gateway, adapters
+) -> None:
+    """Our ESME_ROK may not have reached the SMSC: it answered nothing after it (not the
+    reply's submit_sm, not the probing enquire_link) before the link died. The copy
+    it delivers after the re-bind is that MO: one inbound row, one reading, one reply
+    (sent once the link is back), and the copy is acknowledged."""
+    await adapters(response_timeout_s=5.0)
+    await smsc.wait_bound()
+    await smsc.set_faults(silent_submit=True, silent_enquire_link=True)
+    first = await smsc.deliver(b"1234567833 1234")
+    assert ESME_ROK == await smsc.deliver_resp(first)
+    await smsc.wait_pdu("enquire_link")
+    await smsc.set_faults(silent_submit=False, silent_enquire_link=False)
+    await smsc.command("drop")
+
+    async def in_doubt() -> bool:
+        acks = await rows(gateway, select(messages.c.ack).where(messages.c.direction == "in"))
+        return [("doubt",)] == acks
+
+    await until(in_doubt)
+    await smsc.wait_bound(2)
+    again = await smsc.deliver(b"1234567833 1234")
+    assert ESME_ROK == await smsc.deliver_resp(again)
+
+    async def reply_sent() -> bool:
+        out = await rows(gateway, select(messages.c.status).where(messages.c.direction == "out"))
+        return [("sent",)] == out
+
+    await until(reply_sent)
+    await asyncio.sleep(0.3)
+    assert [(1234,)] == await rows(gateway, select(readings.c.t1))
+    inbound = await rows(
+        gateway, select(messages.c.ack, messages.c.outcome).where(messages.c.direction == "in")
+    )
+    assert [("redelivered", "accepted")] == inbound
+    # The first submit_sm went unanswered, so the reply went out again after the bind:
+    # the same text, and the only reply row.
+    assert {ACCEPTED_REPLY} == {s["text"] for s in smsc.pdus("submit_sm")}
 
 
 async def test_replies_queued_while_unbound_are_sent_once_after_the_bind(

@@ -180,11 +180,12 @@ async def test_missing_part_is_handled_incomplete_after_the_timeout(
     assert ("1234567833 T2 678", 3, True) == (inbound.text, inbound.parts, inbound.incomplete)
 
 
-async def test_redelivered_mo_is_stored_once_and_answered_once(
+async def test_the_same_text_again_on_a_live_link_is_a_new_message(
     smsc: SmscPeer, adapter_factory: AdapterFactory
 ) -> None:
-    """The same MO delivered twice (no SMSC id) carries the same dedupe key: one reading,
-    one reply, both deliveries acknowledged."""
+    """No SMSC id, and the first MO's ESME_ROK was read (the SMSC answered the reply
+    sent after it): the same text again is the subscriber sending again. Two MO,
+    two replies, whenever it comes."""
     gateway = MemoryGateway()
     await bound(adapter_factory, gateway)
     first = await smsc.deliver(b"1234567833 1234")
@@ -192,9 +193,58 @@ async def test_redelivered_mo_is_stored_once_and_answered_once(
     await smsc.wait_pdu("submit_sm")
     second = await smsc.deliver(b"1234567833 1234")
     assert ESME_ROK == await smsc.deliver_resp(second)
-    await asyncio.sleep(0.3)
-    assert [2] == [stored.deliveries for stored in gateway.inbound]
-    assert 1 == len(smsc.pdus("submit_sm"))
+    await smsc.wait_count(lambda e: e.get("command") == "submit_sm", 2)
+    assert [1, 1] == [stored.deliveries for stored in gateway.inbound]
+    assert set() == gateway.doubtful
+
+
+async def test_a_copy_after_the_link_died_unconfirmed_is_the_redelivery(
+    smsc: SmscPeer, adapter_factory: AdapterFactory
+) -> None:
+    """The SMSC answers nothing after our ESME_ROK (neither the reply's submit_sm nor
+    the probing enquire_link), then the link dies: the MO comes into doubt, and the
+    copy after the re-bind is its redelivery. One MO, one reply in the outbox, sent
+    once the link is back; the copy is acknowledged."""
+    gateway = MemoryGateway()
+    await bound(adapter_factory, gateway, response_timeout_s=5.0)
+    await smsc.set_faults(silent_submit=True, silent_enquire_link=True)
+    first = await smsc.deliver(b"1234567833 1234")
+    assert ESME_ROK == await smsc.deliver_resp(first)
+    await smsc.wait_pdu("submit_sm")
+    await smsc.wait_pdu("enquire_link")  # the probe of the unconfirmed ESME_ROK
+    await smsc.set_faults(silent_submit=False, silent_enquire_link=False)
+    await smsc.command("drop")
+    await gateway.until(lambda: gateway.doubtful == {gateway.inbound[0].inbound_id})
+    await smsc.wait_bound(2)
+    again = await smsc.deliver(b"1234567833 1234")
+    assert ESME_ROK == await smsc.deliver_resp(again)
+    await gateway.until(lambda: gateway.inbound[0].deliveries == 2)
+    await gateway.until(lambda: [o["status"] for o in gateway.outbound.values()] == ["sent"])
+    assert 1 == len(gateway.inbound)
+    assert set() == gateway.doubtful  # redelivered once; a third copy would be new
+
+
+async def test_a_link_that_dies_after_the_probe_was_answered_leaves_nothing_in_doubt(
+    smsc: SmscPeer, adapter_factory: AdapterFactory
+) -> None:
+    """No reply goes out (the SMSC swallows submit_sm), but the enquire_link sent after
+    the ESME_ROK is answered: the SMSC read it, so a copy after the drop is new."""
+    gateway = MemoryGateway()
+    adapter = await bound(adapter_factory, gateway, response_timeout_s=5.0)
+    await smsc.set_faults(silent_submit=True)
+    first = await smsc.deliver(b"1234567833 1234")
+    assert ESME_ROK == await smsc.deliver_resp(first)
+    await gateway.until(lambda: len(gateway.inbound) == 1)
+    assert gateway.inbound[0].inbound_id - 1 == adapter.confirmed_mo_id()
+    await smsc.wait_pdu("enquire_link")
+    await gateway.until(lambda: adapter.confirmed_mo_id() == gateway.inbound[0].inbound_id)
+    await smsc.set_faults(silent_submit=False)
+    await smsc.command("drop")
+    await smsc.wait_bound(2)
+    again = await smsc.deliver(b"1234567833 1234")
+    assert ESME_ROK == await smsc.deliver_resp(again)
+    await gateway.until(lambda: len(gateway.inbound) == 2)
+    assert set() == gateway.doubtful
 
 
 async def test_redelivery_with_the_same_smsc_message_id(
