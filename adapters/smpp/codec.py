@@ -7,12 +7,15 @@ separates a User Data Header (concatenation IEs 0x00 and 0x08) from the body.
 Outgoing: `encode_reply` picks GSM 03.38 when every character fits the default
 alphabet or its extension table and UCS-2 otherwise, and splits long texts itself:
 smpplib's `make_parts` can cut a GSM escape sequence or a UTF-16 surrogate pair in two.
+A character outside the BMP goes as its UTF-16 surrogate pair (what handsets read in
+data_coding 8); what neither coding can carry is sent as "?" (see `carriable`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import re
 from dataclasses import dataclass
 
 import gsm0338  # noqa: F401  (importing registers the "gsm03.38" codec)
@@ -166,12 +169,33 @@ def _pack(units: list[bytes], capacity: int) -> list[bytes]:
     return chunks
 
 
+# What no reply should put on the air, whatever the coding: C0 controls but line feed
+# and carriage return (form feed too, although GSM's extension table has it: a page
+# break means nothing in an SMS), DEL, C1 controls, lone surrogates (UTF-16 cannot
+# encode them, and the codec would raise) and U+FFFE/U+FFFF (not characters; U+FFFE
+# first in a UCS-2 body reads as a byte order mark).
+_UNCARRIABLE = re.compile(r"[\x00-\x09\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff]")
+
+
+def carriable(text: str) -> str:
+    """`text` with every character GSM 03.38 and UCS-2 cannot carry as "?"; surrogate
+    pairs (from a surrogatepass decoding) joined into their character first."""
+    if _UNCARRIABLE.search(text) is None:
+        return text
+    if any("\ud800" <= ch <= "\udfff" for ch in text):
+        text = text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "surrogatepass")
+    return _UNCARRIABLE.sub("?", text)
+
+
 class MessageTooLong(ValueError):
     """The reply would need more than 255 parts."""
 
 
 def encode_reply(text: str, reference: int) -> EncodedReply:
-    """Encode a reply; `reference` (0..255) is the concatenation reference if it is split."""
+    """Encode a reply; `reference` (0..255) is the concatenation reference if it is split.
+
+    Characters neither coding can carry are sent as "?" (`carriable`), never raise."""
+    text = carriable(text)
     # Most replies fit one SMS: encode the whole text first and cut it into units
     # (per character, the slow way) only when it has to be split. The alphabet test
     # is a set operation; the codec is slow to find out that Cyrillic does not fit.

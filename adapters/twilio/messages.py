@@ -7,6 +7,7 @@ and, for failures, ErrorCode.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from datetime import datetime
 
@@ -86,6 +87,19 @@ def inbound_from_form(form: Mapping[str, str], received_at: datetime) -> Inbound
     )
 
 
+# XML 1.0 cannot hold C0 controls but tab, line feed and carriage return, lone
+# surrogates, or U+FFFE/U+FFFF, not even as character references: one of them makes
+# the whole TwiML unreadable to Twilio, and the reply is lost.
+_NOT_XML = re.compile(r"[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def xml_safe(value: str) -> str:
+    """`value` with every character XML 1.0 cannot hold as "?"."""
+    if _NOT_XML.search(value) is None:
+        return value
+    return _NOT_XML.sub("?", value)
+
+
 def _twiml_slow(text: str | None, status_callback: str | None) -> str:
     return _rendered([] if text is None else [(text, status_callback)])
 
@@ -95,21 +109,36 @@ def _rendered(replies: list[tuple[str, str | None]]) -> str:
     response = MessagingResponse()
     for text, status_callback in replies:
         if status_callback is not None:
-            response.message(text, action=status_callback, method="POST")
+            response.message(xml_safe(text), action=xml_safe(status_callback), method="POST")
         else:
-            response.message(text)
+            response.message(xml_safe(text))
     return str(response.to_xml(xml_declaration=True))
 
 
 # MessagingResponse builds an ElementTree per call (~0.2 ms, a tenth of a webhook's
 # CPU). Its output for a reply differs only in the escaped text and URL, so it is
-# rendered once around two placeholder characters that no reply or URL holds, and
-# the escaped values are put in their place (tests compare with the slow path).
+# rendered once around two placeholder characters and cut there into the pieces that
+# surround the values (tests compare with the slow path). The values are put between
+# the pieces, never searched for a placeholder: a text holding U+E000 or U+E001 itself
+# comes out as typed.
 _TEXT_MARK = "\ue000"
 _URL_MARK = "\ue001"
 _EMPTY = _twiml_slow(None, None)
-_WITH_ACTION = _twiml_slow(_TEXT_MARK, _URL_MARK)
-_WITHOUT_ACTION = _twiml_slow(_TEXT_MARK, None)
+
+
+def _pieces(template: str, *marks: str) -> tuple[str, ...]:
+    """`template` cut at each of `marks`, which it holds once each, in this order."""
+    pieces: list[str] = []
+    rest = template
+    for mark in marks:
+        before, found, rest = rest.partition(mark)
+        assert found and mark not in rest, (template, mark)
+        pieces.append(before)
+    return (*pieces, rest)
+
+
+_WITH_ACTION = _pieces(_twiml_slow(_TEXT_MARK, _URL_MARK), _URL_MARK, _TEXT_MARK)
+_WITHOUT_ACTION = _pieces(_twiml_slow(_TEXT_MARK, None), _TEXT_MARK)
 
 
 def _escape_text(value: str) -> str:
@@ -126,18 +155,19 @@ def twiml_reply(text: str | None, status_callback: str | None = None) -> str:
 
     `status_callback` goes into the `<Message action=...>` attribute: Twilio posts
     the created outbound message's status changes there (the TwiML Message verb's
-    `statusCallback` attribute is deprecated in favour of `action`).
+    `statusCallback` attribute is deprecated in favour of `action`). Characters XML
+    cannot hold are sent as "?", so the TwiML is well-formed whatever the text.
     """
     if text is None:
         return _EMPTY
-    marked = any(m in text or m in (status_callback or "") for m in (_TEXT_MARK, _URL_MARK))
-    if marked or not text:
+    if not text:  # MessagingResponse writes an empty <Message />: leave it to it
         return _twiml_slow(text, status_callback)
+    body = _escape_text(xml_safe(text))
     if status_callback is None:
-        return _WITHOUT_ACTION.replace(_TEXT_MARK, _escape_text(text))
-    return _WITH_ACTION.replace(_URL_MARK, _escape_attribute(status_callback)).replace(
-        _TEXT_MARK, _escape_text(text)
-    )
+        head, tail = _WITHOUT_ACTION
+        return f"{head}{body}{tail}"
+    head, middle, tail = _WITH_ACTION
+    return f"{head}{_escape_attribute(xml_safe(status_callback))}{middle}{body}{tail}"
 
 
 def twiml_replies(replies: list[tuple[str, str | None]]) -> str:

@@ -7,6 +7,7 @@ the most to the least wordy; the first that fits its budget is sent.
 
 from __future__ import annotations
 
+import unicodedata
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
@@ -275,6 +276,104 @@ _FAILURE_TEXT = {
 }
 
 
+# The same reasons, for a fragment that cleaning left empty: "После «» нет показания"
+# would read as if the gateway had lost the word.
+_FAILURE_TEXT_UNQUOTED = {
+    "ru": {
+        ParseFailureReason.GARBLED_NUMBER: "В числе есть буква.",
+        ParseFailureReason.UNKNOWN_WORD: "Непонятное слово.",
+        ParseFailureReason.LABEL_WITHOUT_VALUE: "После зоны нет показания.",
+        ParseFailureReason.REPEATED_ZONE: "Зона указана дважды.",
+        ParseFailureReason.COMMAND_ARGUMENT: "Не хватает данных для команды.",
+    },
+    "en": {
+        ParseFailureReason.GARBLED_NUMBER: "There is a letter in a number.",
+        ParseFailureReason.UNKNOWN_WORD: "Unknown word.",
+        ParseFailureReason.LABEL_WITHOUT_VALUE: "No reading after a zone label.",
+        ParseFailureReason.REPEATED_ZONE: "A zone is given twice.",
+        ParseFailureReason.COMMAND_ARGUMENT: "The command needs more.",
+    },
+}
+
+# Quoted fragments, in characters as the subscriber sees them.
+_QUOTE_LONG = 20
+_QUOTE_SHORT = 8
+# Combining marks kept on one character: enough for any script's stacked accents,
+# not for a "Zalgo" pile that would cost a segment on its own.
+_MARKS_PER_CHARACTER = 2
+# Categories shown as "?": a character the subscriber's phone drew (private use, one
+# too new for our Unicode tables, half of a broken surrogate pair) that the reply
+# cannot show; dropping it would quote a word the subscriber did not type.
+_SHOWN_AS_QUESTION_MARK = frozenset({"Co", "Cn", "Cs"})
+
+
+def _code_points(text: str) -> str:
+    """`text` with surrogate pairs joined into their character; a lone surrogate is
+    kept, for the caller to show as "?" (a str from surrogatepass decoding can hold
+    both, and no SMS coding or XML can carry either)."""
+    if not any("\ud800" <= ch <= "\udfff" for ch in text):
+        return text
+    joined: list[str] = []
+    index = 0
+    while index < len(text):
+        ch = text[index]
+        following = text[index + 1] if index + 1 < len(text) else ""
+        if "\ud800" <= ch <= "\udbff" and "\udc00" <= following <= "\udfff":
+            joined.append(chr(0x10000 + ((ord(ch) - 0xD800) << 10) + ord(following) - 0xDC00))
+            index += 2
+            continue
+        joined.append(ch)
+        index += 1
+    return "".join(joined)
+
+
+def _continues(ch: str, cluster: str) -> bool:
+    """Whether `ch` belongs to the character `cluster` has begun: a combining mark,
+    a skin-tone modifier, or the second regional indicator of a flag. Nothing sits on
+    a space: a mark after one would be quoted on its own."""
+    if cluster == " ":
+        return False
+    if unicodedata.category(ch)[0] == "M" or "\U0001f3fb" <= ch <= "\U0001f3ff":
+        return True
+    indicators = sum("\U0001f1e6" <= c <= "\U0001f1ff" for c in cluster)
+    return "\U0001f1e6" <= ch <= "\U0001f1ff" and indicators == 1 == len(cluster)
+
+
+def quoted(text: str, limit: int) -> str:
+    """A piece of the subscriber's text as a reply may quote it: at most `limit`
+    characters as the phone shows them, and only characters every transport carries.
+
+    Whitespace of any kind (tab, line breaks, U+000B, U+000C, U+001C..U+001F, U+0085,
+    no-break and other spaces) becomes one plain space; other control characters (Cc)
+    and format characters (Cf: zero-width spaces, joiners, bidi overrides, soft
+    hyphens) are dropped, since the subscriber never saw them; private-use,
+    unassigned and lone surrogate code points become "?". A character is never cut
+    from its combining marks (at most two kept), skin tone or flag partner. The result
+    may be empty: the caller then words its reply without a quote.
+    """
+    cleaned: list[str] = []
+    for ch in _code_points(text):
+        if ch.isspace():
+            if cleaned and cleaned[-1] != " ":
+                cleaned.append(" ")
+            continue
+        category = unicodedata.category(ch)
+        if category in ("Cc", "Cf"):
+            continue
+        cleaned.append("?" if category in _SHOWN_AS_QUESTION_MARK else ch)
+    clusters: list[str] = []
+    for ch in cleaned:
+        if clusters and _continues(ch, clusters[-1]):
+            marks = sum(unicodedata.category(c)[0] == "M" for c in clusters[-1])
+            if unicodedata.category(ch)[0] != "M" or marks < _MARKS_PER_CHARACTER:
+                clusters[-1] += ch
+        elif len(clusters) == limit:
+            break
+        elif unicodedata.category(ch)[0] != "M":  # a mark with nothing to sit on
+            clusters.append(ch)
+    return "".join(clusters).strip()
+
+
 def _unparsed(ctx: ReplyContext, locale: str) -> list[str]:
     failure = ctx.failure or ParseFailure(ParseFailureReason.NO_READINGS)
     if failure.reason == ParseFailureReason.COMMAND_ARGUMENT and failure.fragment.upper() in (
@@ -284,16 +383,19 @@ def _unparsed(ctx: ReplyContext, locale: str) -> list[str]:
         if locale == "en":
             return ["To link this phone send: REG <account> <last 4 digits of meter number>"]
         return ["Чтобы привязать телефон, отправьте: РЕГ <номер ЛС> <4 последние цифры счётчика>"]
-    fragment = failure.fragment[:20]
-    reason = _FAILURE_TEXT[locale][failure.reason].format(fragment=fragment)
-    reason_short = _FAILURE_TEXT[locale][failure.reason].format(fragment=fragment[:8])
     hint = _hint(ctx, locale)
     # "Т1 ... Т2 ..." already ends a sentence; no full stop after the ellipsis.
     stop = " " if hint.endswith("...") else ". "
     if locale == "en":
         tail = f"Send account and reading: {hint}{stop}Help: HELP"
-        return [f"{reason} {tail}", f"{reason_short} {tail}", tail]
-    tail = f"Отправьте ЛС и показания: {hint}{stop}Справка: ПОМОЩЬ"
+    else:
+        tail = f"Отправьте ЛС и показания: {hint}{stop}Справка: ПОМОЩЬ"
+    template = _FAILURE_TEXT[locale][failure.reason]
+    fragment = quoted(failure.fragment, _QUOTE_LONG)
+    if "{fragment}" in template and not fragment:
+        return [f"{_FAILURE_TEXT_UNQUOTED[locale][failure.reason]} {tail}", tail]
+    reason = template.format(fragment=fragment)
+    reason_short = template.format(fragment=quoted(failure.fragment, _QUOTE_SHORT))
     return [f"{reason} {tail}", f"{reason_short} {tail}", tail]
 
 
@@ -340,26 +442,29 @@ def _meter_required(ctx: ReplyContext, locale: str) -> list[str]:
 
 
 def _unknown_meter(ctx: ReplyContext, locale: str) -> list[str]:
-    ref = (ctx.meter_reference or "")[:12]
+    # The parser hands over digits, but the text is the subscriber's: clean it anyway.
+    # No reference typed (or none left) must not leave two spaces in a row.
+    ref = quoted(ctx.meter_reference or "", 12)
+    ref = f" {ref}" if ref else ""
     if ctx.command is Command.REGISTER:
         if locale == "en":
             return [
-                f"Meter {ref} not found on account {ctx.account}. Send: REG {ctx.account} "
+                f"Meter{ref} not found on account {ctx.account}. Send: REG {ctx.account} "
                 "and the last 4 digits of the number on your meter",
             ]
         return [
-            f"Счётчик {ref} не найден у ЛС {ctx.account}. Отправьте: РЕГ {ctx.account} "
+            f"Счётчик{ref} не найден у ЛС {ctx.account}. Отправьте: РЕГ {ctx.account} "
             "и 4 последние цифры номера с вашего счётчика",
         ]
     if locale == "en":
         return [
-            f"Meter {ref} not found on account {ctx.account}{_meter_list(ctx, locale)}. "
+            f"Meter{ref} not found on account {ctx.account}{_meter_list(ctx, locale)}. "
             f"Send: {_hint(ctx, locale)}",
         ]
     return [
-        f"Счётчик {ref} не найден у ЛС {ctx.account}{_meter_list(ctx, locale)}. "
+        f"Счётчик{ref} не найден у ЛС {ctx.account}{_meter_list(ctx, locale)}. "
         f"Отправьте: {_hint(ctx, locale)}",
-        f"Счётчик {ref} не найден у ЛС {ctx.account}{_meter_list(ctx, locale)}.",
+        f"Счётчик{ref} не найден у ЛС {ctx.account}{_meter_list(ctx, locale)}.",
     ]
 
 

@@ -165,3 +165,13 @@ def test_segment_count_gsm_and_ucs2():
     assert segment_count("я" * 135) == 3
     assert segment_count("😀" * 35) == 1  # a surrogate pair is two UCS-2 units
     assert segment_count("😀" * 36) == 2
+
+
+def test_segment_count_never_cuts_a_character_between_parts():
+    """A surrogate pair or a GSM escape pair that would straddle two parts opens the
+    next one, as the SMPP encoder sends it: 134 UCS-2 units can take three parts."""
+    assert segment_count("я" * 67 + "😀" + "я" * 65) == 2
+    assert segment_count("я" * 66 + "😀" + "я" * 66) == 3
+    assert segment_count("a" * 153 + "€" + "a" * 151) == 2
+    assert segment_count("a" * 152 + "€" + "a" * 152) == 3
+    assert segment_count("a\ud800" * 40) == 2  # a lone surrogate counts, never raises

@@ -37,7 +37,9 @@ def test_reply_reads_back_whole_from_its_parts(text: str, reference: int) -> Non
     # Every part decodes on its own to its share of the text: no escape sequence or
     # surrogate pair is cut between two parts.
     assert "".join(_read_back([p], encoded.data_coding) for p in payloads) == text
-    assert all(len(body) <= 140 for body in encoded.bodies)
+    # 140 octets of UCS-2, or 160 GSM septets one to an octet (the SMSC packs them).
+    limit = 140 if encoded.data_coding == DCS_UCS2 else 160
+    assert all(len(body) <= limit for body in encoded.bodies)
 
 
 @given(texts)
@@ -52,3 +54,16 @@ def test_one_sms_holds_160_gsm_characters_or_70_ucs2_ones() -> None:
     assert len(encode_reply("€" * 80, 1).bodies) == 1  # two septets each
     assert len(encode_reply("Ж" * 70, 1).bodies) == 1
     assert len(encode_reply("Ж" * 71, 1).bodies) == 2
+
+
+def test_a_lone_surrogate_goes_as_a_question_mark() -> None:
+    """UTF-16 cannot encode a lone surrogate: it is sent as "?" instead of raising,
+    and a pair written as two code points goes as the one character it stands for."""
+    assert (DCS_UCS2, (b"\x04\x16\x00?",)) == _coding_and_bodies("Ж\udc00")
+    assert (DCS_DEFAULT, (b"a?",)) == _coding_and_bodies("a\ud800")
+    assert (DCS_UCS2, ("Ж\U0001f600".encode("utf-16-be"),)) == _coding_and_bodies("Ж\ud83d\ude00")
+
+
+def _coding_and_bodies(text: str) -> tuple[int, tuple[bytes, ...]]:
+    encoded = encode_reply(text, 1)
+    return encoded.data_coding, encoded.bodies
