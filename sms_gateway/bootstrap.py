@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from adapters.db.engine import create_batch_engine, create_engine, create_read_engine
+from adapters.db.instances import instance_name
 from adapters.db.migrate import current_revision, head_revision, upgrade
 from adapters.db.outbox import SqlOutbox
 from adapters.db.store import SqlStore
@@ -38,6 +39,8 @@ class Gateway:
     outbox: SqlOutbox
     metrics: GatewayMetrics
     parser: MessageParser
+    # This process's name in the database (adapters/db/instances.py).
+    instance: str = ""
 
     async def aclose(self) -> None:
         await self.pipeline.aclose()
@@ -78,5 +81,8 @@ async def build_gateway(
     parser = MessageParser(settings.gateway.account_pattern)
     parser.compile()
     metrics = metrics or GatewayMetrics()
-    service = GatewayService(settings, store, parser, metrics, clock)
-    return Gateway(settings, store, service, SqlOutbox(store, clock), metrics, parser)
+    instance = instance_name(settings)
+    service = GatewayService(settings, store, parser, metrics, clock, instance)
+    return Gateway(
+        settings, store, service, SqlOutbox(store, clock, instance), metrics, parser, instance
+    )

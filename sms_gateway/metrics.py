@@ -56,3 +56,19 @@ class GatewayMetrics:
             "Inbound SMS stored but not yet handled (read from the database)",
             registry=r,
         )
+        self.loop_lag = Histogram(
+            "sms_gateway_event_loop_lag_seconds",
+            "How late the event loop ran a timer that was due (a stall holds up every MO)",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
+            registry=r,
+        )
+        self.loop_lag_max = Gauge(
+            "sms_gateway_event_loop_lag_max_seconds",
+            "The longest event loop stall in the last 10 seconds",
+            registry=r,
+        )
+        self.instances_taken_over = Counter(
+            "sms_gateway_instances_taken_over",
+            "Dead instances whose claimed replies and unconfirmed MO this one took over",
+            registry=r,
+        )

@@ -6,16 +6,21 @@ import asyncio
 import contextlib
 import gc
 import signal
+import time
+from collections import deque
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import structlog
 from aiohttp import web
 
+from adapters.db.instances import InstanceRegistry
 from sms_gateway.bootstrap import Gateway, build_gateway
 from sms_gateway.config import Settings, SmppSettings
 from sms_gateway.errors import TemporaryFailure
+from sms_gateway.metrics import GatewayMetrics
 from sms_gateway.ports import AcceptedInbound
+from sms_gateway.service import utc_now
 
 if TYPE_CHECKING:
     from adapters.smpp import SmppAdapter
@@ -24,6 +29,9 @@ log = structlog.get_logger("sms_gateway.runner")
 
 RECOVERY_INTERVAL_S = 5.0
 SHUTDOWN_DEADLINE_S = 10.0
+# The loop-lag probe's tick, and the window its maximum is reported over.
+LAG_TICK_S = 0.05
+LAG_WINDOW_S = 10.0
 
 
 async def recover_unprocessed(gateway: Gateway, channel: str, batch: int = 200) -> int:
@@ -65,6 +73,37 @@ async def _recovery_loop(gateway: Gateway, smpp: Any) -> None:
         except TemporaryFailure as exc:
             log.warning("recovery_skipped", reason=str(exc))
         await asyncio.sleep(RECOVERY_INTERVAL_S)
+
+
+async def _heartbeat_loop(registry: InstanceRegistry, gateway: Gateway, smpp: Any) -> None:
+    """Beat while serving; replies taken over from a dead instance are sent at once."""
+    while True:
+        await asyncio.sleep(registry.beat_interval_s)
+        try:
+            taken = await registry.beat(smpp.confirmed_mo_id() if smpp is not None else None)
+        except TemporaryFailure as exc:
+            log.warning("heartbeat_skipped", reason=str(exc))
+            continue
+        if taken:
+            gateway.metrics.instances_taken_over.inc(len(taken))
+            if smpp is not None:
+                smpp.notify_outbox()
+
+
+async def _loop_lag_probe(metrics: GatewayMetrics) -> None:
+    """How late a due timer runs: the time every MO waits behind a stall."""
+    recent: deque[tuple[float, float]] = deque()  # (when, lag) of lags over 1 ms
+    while True:
+        due = time.monotonic() + LAG_TICK_S
+        await asyncio.sleep(LAG_TICK_S)
+        now = time.monotonic()
+        lag = max(0.0, now - due)
+        metrics.loop_lag.observe(lag)
+        if lag > 0.001:
+            recent.append((now, lag))
+        while recent and recent[0][0] < now - LAG_WINDOW_S:
+            recent.popleft()
+        metrics.loop_lag_max.set(max((one for _, one in recent), default=0.0))
 
 
 def freeze_startup_heap() -> None:
@@ -109,6 +148,13 @@ async def run_service(settings: Settings, stop: asyncio.Event | None = None) -> 
 
     gateway = await build_gateway(settings, migrate=settings.database.upgrade_on_start)
     smpp: Any = smpp_adapter(gateway, settings.smpp) if settings.smpp.enabled else None
+    registry = InstanceRegistry(
+        gateway.store,
+        gateway.instance,
+        dead_after=timedelta(seconds=settings.gateway.instance_dead_after_s),
+        redelivery_window=timedelta(seconds=settings.smpp.redelivery_window_s),
+        clock=utc_now,
+    )
 
     from adapters.http import create_app
 
@@ -119,7 +165,11 @@ async def run_service(settings: Settings, stop: asyncio.Event | None = None) -> 
     tasks: list[asyncio.Task[None]] = []
     try:
         await site.start()
-        # Its first round runs now: stale claims from before a crash go back first.
+        # Before any bind: replies this instance had claimed before a crash go back to
+        # the outbox, and its MO not known acknowledged come into doubt.
+        await registry.start()
+        tasks.append(asyncio.create_task(_heartbeat_loop(registry, gateway, smpp)))
+        tasks.append(asyncio.create_task(_loop_lag_probe(gateway.metrics)))
         tasks.append(asyncio.create_task(_recovery_loop(gateway, smpp)))
         if smpp is not None:
             await smpp.start()
@@ -127,6 +177,7 @@ async def run_service(settings: Settings, stop: asyncio.Event | None = None) -> 
         log.info(
             "serving",
             http=f"http://{settings.http.host}:{settings.http.port}",
+            instance=gateway.instance,
             smpp=settings.smpp.enabled,
             twilio=settings.twilio.enabled,
             database=settings.database.url.split("://")[0],
@@ -141,6 +192,8 @@ async def run_service(settings: Settings, stop: asyncio.Event | None = None) -> 
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        with contextlib.suppress(TemporaryFailure):
+            await registry.retire(smpp.confirmed_mo_id() if smpp is not None else None)
         await runner.cleanup()
         await gateway.aclose()
         log.info("stopped")

@@ -22,21 +22,27 @@ from sms_gateway.ports import OutboundSms
 class SqlOutbox:
     """Implements ports.Outbox on the messages table; status changes are group-committed."""
 
-    def __init__(self, store: SqlStore, clock: Callable[[], datetime]) -> None:
+    def __init__(
+        self, store: SqlStore, clock: Callable[[], datetime], instance: str | None = None
+    ) -> None:
         self.store = store
         self.clock = clock
+        # Claims carry it: when this instance dies, another knows whose they were.
+        self.instance = instance
         self.commits = GroupCommit(store)
         self._status_changes: list[dict[str, object]] = []
 
     async def claim(self, channel: str, limit: int) -> list[OutboundSms]:
         now = self.clock()
-        return await self.commits.run(lambda conn: claim_outbound(conn, channel, limit, now))
+        return await self.commits.run(
+            lambda conn: claim_outbound(conn, channel, limit, now, self.instance)
+        )
 
     async def claim_one(self, outbound_id: int) -> bool:
         """Take this one pending reply; False when another sender took it first."""
         now = self.clock()
         claimed: bool = await self.commits.run(
-            lambda conn: claim_outbound_one(conn, outbound_id, now)
+            lambda conn: claim_outbound_one(conn, outbound_id, now, self.instance)
         )
         return claimed
 

@@ -21,7 +21,7 @@ from datetime import UTC, datetime, timedelta
 from functools import cache
 from typing import Any, TypeVar
 
-from sqlalchemy import DateTime, Integer, bindparam, func, or_, select, text, update
+from sqlalchemy import DateTime, Integer, String, bindparam, func, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
@@ -167,11 +167,6 @@ _DOUBTFUL = Prepared(
     )
     .order_by(messages.c.id)
 )
-_REDELIVERED = Prepared(
-    update(messages)
-    .where(messages.c.id.in_(bindparam("b_ids", expanding=True)))
-    .values(ack="redelivered")
-)
 
 
 def _redeliveries(
@@ -200,8 +195,12 @@ def _redeliveries(
         ids = waiting.get((m.channel, m.phone, m.short_number, m.text))
         if ids:
             matched[index] = ids.pop(0)
-    if matched:
-        _REDELIVERED.rows(conn, {"b_ids": sorted(matched.values())})
+    if matched:  # rare: a plain statement
+        conn.execute(
+            update(messages)
+            .where(messages.c.id.in_(sorted(matched.values())))
+            .values(ack="redelivered")
+        )
     return matched
 
 
@@ -645,6 +644,7 @@ def _claim_outbound(dialect: str) -> Prepared:
         .values(
             status="sending",
             claimed_at=bindparam("b_now", type_=DateTime),
+            instance=bindparam("b_instance", type_=String),
             attempts=messages.c.attempts + 1,
         )
         .returning(
@@ -660,9 +660,17 @@ def _claim_outbound(dialect: str) -> Prepared:
     )
 
 
-def claim_outbound(conn: Connection, channel: str, limit: int, now: datetime) -> list[OutboundSms]:
+def claim_outbound(
+    conn: Connection, channel: str, limit: int, now: datetime, instance: str | None = None
+) -> list[OutboundSms]:
     result = _claim_outbound(conn.dialect.name).rows(
-        conn, {"b_channel": channel, "b_limit": limit, "b_now": to_db_time(now)}
+        conn,
+        {
+            "b_channel": channel,
+            "b_limit": limit,
+            "b_now": to_db_time(now),
+            "b_instance": instance,
+        },
     )
     out = []
     for row in result:
@@ -682,12 +690,19 @@ def claim_outbound(conn: Connection, channel: str, limit: int, now: datetime) ->
     return sorted(out, key=lambda o: o.id)
 
 
-def claim_outbound_one(conn: Connection, outbound_id: int, now: datetime) -> bool:
+def claim_outbound_one(
+    conn: Connection, outbound_id: int, now: datetime, instance: str | None = None
+) -> bool:
     """Take one pending reply for sending; False when another sender has it."""
     result = conn.execute(
         update(messages)
         .where(messages.c.id == outbound_id, messages.c.status == "pending")
-        .values(status="sending", claimed_at=to_db_time(now), attempts=messages.c.attempts + 1)
+        .values(
+            status="sending",
+            claimed_at=to_db_time(now),
+            instance=instance,
+            attempts=messages.c.attempts + 1,
+        )
     )
     return bool(result.rowcount)
 

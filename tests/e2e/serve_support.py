@@ -23,11 +23,21 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def write_config(path: Path, database_url: str, smsc_port: int) -> Path:
+def write_config(
+    path: Path,
+    database_url: str,
+    smsc_port: int,
+    *,
+    mo_id_tlv: bool = True,
+    instance: str = "",
+    response_timeout_s: float = 3,
+) -> Path:
+    """The default claim_timeout_s and instance_dead_after_s, as a new user runs it."""
     path.write_text(
         f"""
 [gateway]
 log_format = "json"
+instance_name = "{instance}"
 [database]
 url = "{database_url}"
 [http]
@@ -43,11 +53,10 @@ port = {smsc_port}
 password = "secret"
 reconnect_min_s = 0.1
 reconnect_max_s = 0.5
-response_timeout_s = 3
+response_timeout_s = {response_timeout_s}
 window = 50
 max_send_rate = 5000
-mo_id_tlv = {ID_TLV}
-claim_timeout_s = 5
+mo_id_tlv = {ID_TLV if mo_id_tlv else 0}
 """,
         encoding="utf-8",
     )

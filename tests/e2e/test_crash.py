@@ -95,12 +95,48 @@ def _assert_second_replies_only_where_resent(final: dict, resent: set[str]) -> N
 
 
 async def _until_outbox_drained(database_url: str, timeout: float = 90) -> None:
-    """Replies the killed process sent but never recorded are re-sent once their claim
-    times out (claim_timeout_s): the SMSC may see every MO answered before that."""
+    """Replies the killed process sent but never recorded are re-sent once taken over:
+    the SMSC may see every MO answered before that."""
     deadline = time.monotonic() + timeout
     while (await _database_facts(database_url))["replies_not_sent"]:
         assert time.monotonic() < deadline, "replies left in the outbox"
         await asyncio.sleep(0.5)
+
+
+async def _claimed(database_url: str) -> set[int]:
+    """Replies claimed by a sender and not recorded sent (the dead one's, at the kill)."""
+    engine = create_async_engine(database_url)
+    try:
+        async with engine.connect() as conn:
+            rows = await conn.execute(
+                select(messages.c.id).where(
+                    messages.c.direction == "out", messages.c.status == "sending"
+                )
+            )
+            return {int(row.id) for row in rows}
+    finally:
+        await engine.dispose()
+
+
+async def _seconds_until_sent(database_url: str, ids: set[int], since: float) -> float:
+    """Seconds from `since` (monotonic) until every reply in `ids` is recorded sent."""
+    engine = create_async_engine(database_url)
+    try:
+        async with engine.connect() as conn:
+            while True:
+                left = (
+                    await conn.execute(
+                        select(func.count()).where(
+                            messages.c.id.in_(sorted(ids)), messages.c.status != "sent"
+                        )
+                    )
+                ).scalar_one()
+                if not left:
+                    return time.monotonic() - since
+                assert time.monotonic() - since < 120, f"{left} claimed replies never sent"
+                await asyncio.sleep(0.1)
+    finally:
+        await engine.dispose()
 
 
 EXPECTED = {
@@ -120,29 +156,46 @@ async def _import_accounts(config, tmp_path) -> None:
     await cli(config, "accounts", "import", str(csv_path))
 
 
-async def _start_queue(peer: SmscPeer) -> None:
+async def _start_queue(peer: SmscPeer, id_tlv: bool = True) -> None:
     texts = [f"{FIRST_ACCOUNT + i} 1100" for i in range(MO_COUNT)]
     await peer.command(
-        "queue", count=MO_COUNT, window=50, texts=texts, destination_addr="7377", id_tlv=ID_TLV
+        "queue",
+        count=MO_COUNT,
+        window=50,
+        texts=texts,
+        destination_addr="7377",
+        id_tlv=ID_TLV if id_tlv else 0,
     )
 
 
-async def test_kill_9_mid_burst_loses_nothing_and_books_once(db_url, smsc, tmp_path):
+@pytest.mark.parametrize("id_tlv", [True, False], ids=["mo-id-tlv", "no-mo-id"])
+async def test_kill_9_mid_burst_loses_nothing_and_books_once(db_url, smsc, tmp_path, id_tlv):
     """serve takes a 3,000 MO burst, is killed with SIGKILL after 1,000 acks, restarts,
     and the SMSC redelivers what was unacknowledged: one booking, one reply row and at
-    least one submit_sm per MO, nothing left in the outbox, and a clean SIGTERM stop."""
-    config = write_config(tmp_path / "gateway.toml", db_url, smsc.port)
+    least one submit_sm per MO, nothing left in the outbox, and a clean SIGTERM stop.
+
+    With the default configuration: the replies the dead process had claimed go out
+    within 10 s of the restart (its name is the same, so it takes them back at once).
+    Without an MO id TLV, an MO stored whose ESME_ROK the SMSC never got is recognised
+    in its redelivery (it came into doubt at the restart): still one row per MO."""
+    config = write_config(tmp_path / "gateway.toml", db_url, smsc.port, mo_id_tlv=id_tlv)
     await _import_accounts(config, tmp_path)
     first = Serve(config, tmp_path / "serve-1.log").start()
     second = Serve(config, tmp_path / "serve-2.log")
     try:
         await smsc.wait_bound(timeout=60)
-        await _start_queue(smsc)
+        await _start_queue(smsc, id_tlv)
         at_kill = await _until_acked(smsc, KILL_AFTER_ACKED, timeout=300)
         first.kill9()
         assert at_kill["acked"] < MO_COUNT, "the kill came after the burst"
+        claimed = await _claimed(db_url)
 
+        restarted = time.monotonic()
         second.start()
+        if claimed:
+            took = await _seconds_until_sent(db_url, claimed, restarted)
+            print(f"{len(claimed)} claimed replies of the dead process sent {took:.1f} s after")
+            assert took < 10, took
         await smsc.wait_bound(count=2, timeout=60)
         done = await smsc.wait_for(lambda e: e.get("event") == "queue_done", timeout=600)
         await _until_outbox_drained(db_url)
@@ -155,7 +208,8 @@ async def test_kill_9_mid_burst_loses_nothing_and_books_once(db_url, smsc, tmp_p
     print("at kill:", at_kill, "done:", {k: v for k, v in done.items() if k != "twice"})
     assert (MO_COUNT, MO_COUNT) == (done["acked"], done["answered"])
     _assert_second_replies_only_where_resent(final, await _resent_to(db_url))
-    assert EXPECTED == await _database_facts(db_url)
+    expected = dict(EXPECTED, distinct_mo_ids=MO_COUNT if id_tlv else 0)
+    assert expected == await _database_facts(db_url)
 
 
 @pytest.mark.postgres
@@ -163,7 +217,8 @@ async def test_two_instances_share_the_work_and_survive_one_being_killed(pg_url,
     """Two serve processes on one PostgreSQL, each with its own bind: the SMSC spreads
     the burst over both, one is killed with SIGKILL mid-way and is not restarted; the
     survivor takes the redeliveries, handles what the dead one had stored, re-sends
-    what it had claimed: every MO booked once and answered."""
+    what it had claimed within 15 s of the kill (its heartbeat is 10 s old by then):
+    every MO booked once and answered."""
     config_a = write_config(tmp_path / "a.toml", pg_url, smsc.port)
     config_b = write_config(tmp_path / "b.toml", pg_url, smsc.port)
     await _import_accounts(config_a, tmp_path)
@@ -174,7 +229,13 @@ async def test_two_instances_share_the_work_and_survive_one_being_killed(pg_url,
         await _start_queue(smsc)
         at_kill = await _until_acked(smsc, KILL_AFTER_ACKED, timeout=300)
         a.kill9()
+        killed = time.monotonic()
         assert at_kill["acked"] < MO_COUNT, "the kill came after the burst"
+        claimed = await _claimed(pg_url)  # a's, and b's in flight right now
+        if claimed:
+            took = await _seconds_until_sent(pg_url, claimed, killed)
+            print(f"{len(claimed)} claimed replies sent {took:.1f} s after the kill")
+            assert took < 15, took
         done = await smsc.wait_for(lambda e: e.get("event") == "queue_done", timeout=600)
         await _until_outbox_drained(pg_url)
         final = await smsc.command("queue_status")
@@ -187,3 +248,45 @@ async def test_two_instances_share_the_work_and_survive_one_being_killed(pg_url,
     assert (MO_COUNT, MO_COUNT) == (done["acked"], done["answered"])
     _assert_second_replies_only_where_resent(final, await _resent_to(pg_url))
     assert EXPECTED == await _database_facts(pg_url)
+
+
+@pytest.mark.postgres
+async def test_a_live_instance_sends_what_a_dead_one_had_claimed_within_15_s(
+    pg_url, smsc, tmp_path
+):
+    """A's SMSC takes its replies' submit_sm and never answers (A holds them claimed,
+    "sending", for its 60 s response timeout). A is killed with SIGKILL. B, bound to
+    another SMSC and never restarted, sees A's heartbeat stop and sends every one of
+    those replies within 15 s of the kill, with the default instance_dead_after_s."""
+    other = await SmscPeer.start()
+    try:
+        config_a = write_config(tmp_path / "a.toml", pg_url, smsc.port, response_timeout_s=60)
+        config_b = write_config(tmp_path / "b.toml", pg_url, other.port)
+        await _import_accounts(config_a, tmp_path)
+        await smsc.set_faults(silent_submit=True)
+        a = Serve(config_a, tmp_path / "a.log").start()
+        b = Serve(config_b, tmp_path / "b.log").start()
+        try:
+            await smsc.wait_bound(timeout=60)
+            await other.wait_bound(timeout=60)
+            for i in range(20):
+                sequence = await smsc.deliver(
+                    f"{FIRST_ACCOUNT + i} 1100".encode(), source_addr=f"7917{i:07d}"
+                )
+                assert 0 == await smsc.deliver_resp(sequence)
+            await smsc.wait_count(lambda e: e.get("command") == "submit_sm", 20)
+            claimed = await _claimed(pg_url)
+            assert 20 == len(claimed)
+            a.kill9()
+            killed = time.monotonic()
+            took = await _seconds_until_sent(pg_url, claimed, killed)
+            print(f"B sent A's {len(claimed)} claimed replies {took:.1f} s after the kill")
+            assert took < 15, took
+            sent_by_b = await other.wait_count(lambda e: e.get("command") == "submit_sm", 20)
+            assert {f"7917{i:07d}" for i in range(20)} == {s["destination_addr"] for s in sent_by_b}
+            assert 0 == b.stop(), (tmp_path / "b.log").read_text()[-3000:]
+        finally:
+            a.ensure_dead()
+            b.ensure_dead()
+    finally:
+        await other.close()
