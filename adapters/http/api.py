@@ -3,6 +3,7 @@
     GET /api/messages?phone=&account=&outcome=&since=&limit=&cursor=
     GET /api/accounts/{account}/readings
     GET /api/readings/export?period=YYYY-MM
+    GET /api/instances
 
 Every parameter is checked here and a bad one answers 400 saying what is wrong.
 The cursor is the id of the last item returned: the next page holds older rows.
@@ -22,7 +23,7 @@ from adapters.db.bulk import readings_csv_chunks
 from adapters.db.store import StoredMessage
 from adapters.http.errors import BadInput, NotFound
 from adapters.http.keys import GATEWAY_KEY
-from adapters.http.queries import account_exists
+from adapters.http.queries import account_exists, instance_rows
 from sms_gateway.domain.model import Outcome
 from sms_gateway.phones import InvalidPhone, normalize_phone
 
@@ -175,7 +176,17 @@ async def export(request: web.Request) -> web.StreamResponse:
     return response
 
 
+async def list_instances(request: web.Request) -> web.Response:
+    """Every `serve` on this database: which is alive, whose heartbeat stopped."""
+    gateway = request.app[GATEWAY_KEY]
+    rows = await instance_rows(
+        gateway.store, datetime.now(UTC), gateway.settings.gateway.instance_dead_after_s
+    )
+    return web.json_response({"self": gateway.instance, "instances": rows}, dumps=_dumps)
+
+
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/api/messages", list_messages)
     app.router.add_get("/api/accounts/{account}/readings", account_readings)
     app.router.add_get("/api/readings/export", export)
+    app.router.add_get("/api/instances", list_instances)

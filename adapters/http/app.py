@@ -41,6 +41,7 @@ async def health(request: web.Request) -> web.Response:
     body = {
         "database": "ok" if database_ok else "unavailable",
         "smpp": request.app[LINK_STATE_KEY](),
+        "instance": gateway.instance,
         "version": __version__,
     }
     return web.json_response(body, status=200 if database_ok else 503)

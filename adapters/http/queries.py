@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import delete, func, insert, or_, select
 
-from adapters.db.schema import accounts, messages, ops_login_failures
+from adapters.db.schema import accounts, instances, messages, ops_login_failures
 from adapters.db.store import SqlStore, from_db_time, to_db_time
 
 
@@ -186,3 +186,31 @@ async def forget_login_failures(store: SqlStore, address: str) -> None:
         await tx.conn.execute(
             delete(ops_login_failures).where(ops_login_failures.c.address == address)
         )
+
+
+async def instance_rows(
+    store: SqlStore, now: datetime, dead_after_s: float
+) -> list[dict[str, object]]:
+    """Every instance that ran on this database, with the age of its heartbeat and
+    whether it counts as alive (a stopped or taken-over one does not)."""
+    async with store.reader() as tx:
+        result = await tx.conn.execute(select(instances).order_by(instances.c.name))
+        out: list[dict[str, object]] = []
+        for row in result:
+            beat = from_db_time(row.heartbeat_at)
+            age = (now - beat).total_seconds()
+            out.append(
+                {
+                    "name": row.name,
+                    "host": row.host,
+                    "pid": row.pid,
+                    "started_at": from_db_time(row.started_at).isoformat(),
+                    "heartbeat_at": beat.isoformat(),
+                    "heartbeat_age_s": round(age, 1),
+                    "alive": row.released_at is None and age <= dead_after_s,
+                    "stopped_at": (
+                        from_db_time(row.released_at).isoformat() if row.released_at else None
+                    ),
+                }
+            )
+        return out

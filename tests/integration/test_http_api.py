@@ -4,7 +4,7 @@ the login cookie and the dashboard page, on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import io
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import insert, select
@@ -43,14 +43,18 @@ async def ops(db_url, settings_for, gateway_factory, aiohttp_client):
 
 async def test_health_reports_database_link_and_version(ops):
     """/health is open and says the database is up, the SMPP link state and the version."""
-    client, _gateway = ops
+    client, gateway = ops
 
     response = await client.get("/health")
 
-    assert (200, {"database": "ok", "smpp": "bound", "version": __version__}) == (
-        response.status,
-        await response.json(),
-    )
+    expected = {
+        "database": "ok",
+        "smpp": "bound",
+        "instance": gateway.instance,
+        "version": __version__,
+    }
+    assert (200, expected) == (response.status, await response.json())
+    assert gateway.instance.endswith(":8080")  # host:port when instance_name is unset
 
 
 async def test_health_is_503_when_the_database_is_unreachable(settings_for, aiohttp_client):
@@ -579,3 +583,31 @@ async def test_message_texts_are_plain_utf8_json(ops, clock):
 
     assert "application/json; charset=utf-8" == response.headers["Content-Type"]
     assert "Приняты показания" in (await response.read()).decode("utf-8")
+
+
+async def test_instances_show_who_is_alive(ops):
+    """/api/instances: every serve that ran on the database, alive or not; closed
+    without the token."""
+    from adapters.db.instances import InstanceRegistry
+
+    client, gateway = ops
+    now = datetime.now(UTC)
+
+    def registry(name: str, at: datetime) -> InstanceRegistry:
+        return InstanceRegistry(
+            gateway.store,
+            name,
+            dead_after=timedelta(seconds=10),
+            redelivery_window=timedelta(hours=1),
+            clock=lambda: at,
+        )
+
+    await registry(gateway.instance, now).start()
+    await registry("gw-old", now - timedelta(minutes=5)).start()
+    assert 401 == (await client.get("/api/instances")).status
+    response = await client.get("/api/instances", headers=BEARER)
+    assert 200 == response.status
+    body = await response.json()
+    assert gateway.instance == body["self"]
+    alive = {row["name"]: row["alive"] for row in body["instances"]}
+    assert {gateway.instance: True, "gw-old": False} == alive
