@@ -243,6 +243,44 @@ def db_is_empty(config: ConfigOption = None) -> None:
     raise typer.Exit(0 if _run(_count()) == 0 else 1)
 
 
+@db_app.command("prune")
+def db_prune(
+    days: Annotated[
+        int | None,
+        typer.Option(
+            "--days", min=1, help="Keep this many days (default: [database] keep_messages_days)"
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Count what would be pruned, delete nothing")
+    ] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Prune the message log once, in batches (safe while the gateway runs); readings stay."""
+    settings = _settings(config)
+    _configure_logs(settings, quiet=True)
+    keep_days = days if days is not None else settings.database.keep_messages_days
+
+    async def _prune() -> Any:
+        from sms_gateway.bootstrap import build_gateway
+        from sms_gateway.housekeeping import prune_once
+
+        gateway = await build_gateway(settings, migrate=settings.database.upgrade_on_start)
+        try:
+            return await prune_once(gateway, days=keep_days, dry_run=dry_run)
+        finally:
+            await gateway.aclose()
+
+    counts = _run(_prune())
+    verb = "would prune" if dry_run else "pruned"
+    typer.echo(
+        f"{verb} what is older than {keep_days} days: {counts.messages} messages, "
+        f"{counts.inbound_parts} inbound parts, {counts.pending_confirmations} pending "
+        f"confirmations, {counts.ops_login_failures} ops login failures "
+        f"({counts.batches} batches); readings are never pruned"
+    )
+
+
 @config_app.command("check")
 def config_check(config: ConfigOption = None) -> None:
     """Validate the configuration and print the effective values, secrets masked."""

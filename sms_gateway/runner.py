@@ -18,6 +18,7 @@ from adapters.db.instances import InstanceRegistry
 from sms_gateway.bootstrap import Gateway, build_gateway
 from sms_gateway.config import Settings, SmppSettings
 from sms_gateway.errors import TemporaryFailure
+from sms_gateway.housekeeping import prune_loop
 from sms_gateway.metrics import GatewayMetrics
 from sms_gateway.ports import AcceptedInbound
 from sms_gateway.service import utc_now
@@ -171,6 +172,7 @@ async def run_service(settings: Settings, stop: asyncio.Event | None = None) -> 
         tasks.append(asyncio.create_task(_heartbeat_loop(registry, gateway, smpp)))
         tasks.append(asyncio.create_task(_loop_lag_probe(gateway.metrics)))
         tasks.append(asyncio.create_task(_recovery_loop(gateway, smpp)))
+        tasks.append(asyncio.create_task(prune_loop(gateway)))
         if smpp is not None:
             await smpp.start()
         freeze_startup_heap()

@@ -86,6 +86,25 @@ def test_type_errors_name_the_key(tmp_path):
     ]
 
 
+def test_message_retention_is_400_days_unless_set_and_at_least_one_day(tmp_path):
+    """The shipped file and the built-in default agree on 400 days; the environment
+    overrides it; less than a day is reported with the other problems."""
+    shipped = load_settings(ROOT / "config" / "gateway.toml", environ={})
+    assert 400 == shipped.database.keep_messages_days
+    path = tmp_path / "g.toml"
+    path.write_text("[http]\nport = 80\n", encoding="utf-8")
+    assert 400 == load_settings(path, environ={}).database.keep_messages_days
+    override = {"SMS_GATEWAY__DATABASE__KEEP_MESSAGES_DAYS": "30"}
+    assert 30 == load_settings(path, environ=override).database.keep_messages_days
+    path.write_text("[database]\nkeep_messages_days = 0\n[http]\nport = 0\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path, environ={})
+    assert [
+        "[database] keep_messages_days: expected at least 1 day",
+        "[http] port: expected 1..65535",
+    ] == sorted(caught.value.problems)
+
+
 def test_missing_explicit_config_file_is_an_error(tmp_path):
     with pytest.raises(ConfigError) as caught:
         load_settings(tmp_path / "nope.toml", environ={})
