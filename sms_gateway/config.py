@@ -74,6 +74,81 @@ class OpsSettings:
     token: str = ""
 
 
+# The keys of [smpp] that are also keys of each [[smpp.links]] table: there they are
+# that link's own, here the defaults of every link.
+LINK_KEYS = (
+    "host",
+    "port",
+    "system_id",
+    "password",
+    "system_type",
+    "bind",
+    "source_addr_ton",
+    "source_addr_npi",
+    "enquire_link_s",
+    "response_timeout_s",
+    "window",
+    "max_send_rate",
+    "reconnect_min_s",
+    "reconnect_max_s",
+    "dcs0_charset",
+    "mo_id_tlv",
+    "tls",
+    "tls_ca_file",
+    "tls_cert_file",
+    "tls_key_file",
+    "tls_verify_hostname",
+    "tls_server_name",
+)
+# A link or group name: it is also spelled in environment variable names.
+_NAME = re.compile(r"[a-z][a-z0-9_]{0,31}")
+
+
+@dataclass(frozen=True)
+class SmppLinkSettings:
+    """One bind (or receiver + transmitter pair) to one SMSC: `[[smpp.links]]`."""
+
+    name: str = "default"
+    # Links of one group reach the same subscribers (one operator, or an aggregator's
+    # binds): a reply may leave through any bound link of its MO's group.
+    group: str = ""
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = 2775
+    system_id: str = "gateway"
+    password: str = ""
+    system_type: str = ""
+    bind: str = "transceiver"  # transceiver | receiver+transmitter
+    source_addr_ton: int = 5
+    source_addr_npi: int = 0
+    enquire_link_s: float = 30.0
+    response_timeout_s: float = 10.0
+    window: int = 10
+    max_send_rate: float = 100.0
+    reconnect_min_s: float = 1.0
+    reconnect_max_s: float = 60.0
+    dcs0_charset: str = "gsm"  # gsm | latin1
+    mo_id_tlv: int = 0
+    # SMPP over TLS (1.2 at least): the server's certificate checked against the
+    # system's CAs or tls_ca_file, its name against host (or tls_server_name).
+    tls: bool = False
+    tls_ca_file: str = ""
+    tls_cert_file: str = ""  # a client certificate, where the operator asks for one
+    tls_key_file: str = ""
+    tls_verify_hostname: bool = True
+    tls_server_name: str = ""
+
+
+@dataclass(frozen=True)
+class SmppGroupSettings:
+    """`[smpp.groups.NAME]`: what a group's replies may do when it has no bound link."""
+
+    name: str
+    # Groups whose links may carry this group's replies while none of its own is bound
+    # (an aggregator that also reaches this operator's subscribers). Empty: wait.
+    fallback_groups: tuple[str, ...] = ()
+
+
 @dataclass(frozen=True)
 class SmppSettings:
     enabled: bool = False
@@ -102,6 +177,36 @@ class SmppSettings:
     # How long after an MO whose ESME_ROK may have been lost a same-text copy from
     # that phone still counts as its redelivery (docs/operators.md).
     redelivery_window_s: float = 3600.0
+    # A reply that could not leave for this long (its group had no bound link) is
+    # recorded failed, with the reason: a day-old confirmation only confuses.
+    reply_expiry_s: float = 86400.0
+    tls: bool = False
+    tls_ca_file: str = ""
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    tls_verify_hostname: bool = True
+    tls_server_name: str = ""
+    # [[smpp.links]]; none: the keys above are the one link ("default").
+    links: tuple[SmppLinkSettings, ...] = ()
+    groups: tuple[SmppGroupSettings, ...] = ()
+
+    def effective_links(self) -> tuple[SmppLinkSettings, ...]:
+        """The links to bind: those configured, or the one of a plain [smpp] section."""
+        if self.links:
+            return self.links
+        return (link_from_defaults(self, {"name": "default", "group": "default"}),)
+
+    def group(self, name: str) -> SmppGroupSettings:
+        return next((g for g in self.groups if g.name == name), SmppGroupSettings(name))
+
+
+def link_from_defaults(smpp: SmppSettings, own: Mapping[str, Any]) -> SmppLinkSettings:
+    """A link with the [smpp] keys as defaults and its own keys over them."""
+    values = {key: getattr(smpp, key) for key in LINK_KEYS}
+    values.update(own)
+    if not values.get("group"):
+        values["group"] = values.get("name", "default")
+    return SmppLinkSettings(**values)
 
 
 @dataclass(frozen=True)
@@ -157,10 +262,20 @@ def load_settings(
         if section not in section_types:
             problems.append(f"[{section}]: unknown section")
 
+    # [[smpp.links]] and [smpp.groups.NAME] are tables of tables: read apart.
+    smpp_raw = raw.get("smpp")
+    links_raw: Any = smpp_raw.pop("links", []) if isinstance(smpp_raw, dict) else []
+    groups_raw: Any = smpp_raw.pop("groups", {}) if isinstance(smpp_raw, dict) else {}
+    nested_env: dict[tuple[str, str], dict[str, str]] = {}
+
     for key, value in environ.items():
         if not key.startswith(ENV_PREFIX):
             continue
         parts = key[len(ENV_PREFIX) :].lower().split("__")
+        if len(parts) == 4 and parts[0] == "smpp" and parts[1] in ("links", "groups"):
+            # SMS_GATEWAY__SMPP__LINKS__MTS__PASSWORD: the key of the link named mts.
+            nested_env.setdefault((parts[1], parts[2]), {})[parts[3]] = value
+            continue
         if len(parts) != 2 or parts[0] not in section_types:
             problems.append(f"{key}: not of the form {ENV_PREFIX}SECTION__KEY")
             continue
@@ -173,6 +288,17 @@ def load_settings(
             problems.append(f"[{section_name}] must be a table")
             values = {}
         sections[section_name] = _build_section(section_name, section_type, values, problems)
+    smpp = sections["smpp"]
+    sections["smpp"] = dataclasses.replace(
+        smpp,
+        links=_build_links(links_raw, nested_env, smpp, problems),
+        groups=_build_groups(groups_raw, nested_env, problems),
+    )
+    for kind, name in sorted(nested_env):
+        problems.append(
+            f"{ENV_PREFIX}SMPP__{kind.upper()}__{name.upper()}__...: "
+            f"no [smpp.{kind}] entry named {name!r} in the config file"
+        )
     # Bad keys were left at their defaults above, so the rest can still be checked
     # and every problem reported in one go.
     settings = Settings(**sections)
@@ -199,7 +325,76 @@ def _build_section(
     return section_type(**kwargs)
 
 
+def _build_links(
+    raw: Any, env: dict[tuple[str, str], dict[str, str]], smpp: SmppSettings, problems: list[str]
+) -> tuple[SmppLinkSettings, ...]:
+    """[[smpp.links]], each over the [smpp] defaults; the environment's keys win, and
+    `env` keeps only what named no link."""
+    if not isinstance(raw, list) or not all(isinstance(one, dict) for one in raw):
+        problems.append("[[smpp.links]] must be an array of tables")
+        return ()
+    hints = get_type_hints(SmppLinkSettings)
+    known = {f.name for f in fields(SmppLinkSettings)}
+    links: list[SmppLinkSettings] = []
+    seen: set[str] = set()
+    for position, table in enumerate(raw, 1):
+        name = table.get("name")
+        if not isinstance(name, str) or not _NAME.fullmatch(name):
+            problems.append(
+                f"[[smpp.links]] #{position} name: expected a-z, 0-9 and _ "
+                f"(up to 32, a letter first), got {name!r}"
+            )
+            continue
+        if name in seen:
+            problems.append(f"[[smpp.links]] {name}: two links with this name")
+            continue
+        seen.add(name)
+        values = dict(table)
+        values.update(env.pop(("links", name), {}))
+        own: dict[str, Any] = {}
+        for key, value in values.items():
+            if key not in known:
+                problems.append(f"[smpp.links.{name}] {key}: unknown key")
+                continue
+            try:
+                own[key] = _coerce(value, hints[key])
+            except ValueError as exc:
+                problems.append(f"[smpp.links.{name}] {key}: {exc}")
+        links.append(link_from_defaults(smpp, own))
+    return tuple(links)
+
+
+def _build_groups(
+    raw: Any, env: dict[tuple[str, str], dict[str, str]], problems: list[str]
+) -> tuple[SmppGroupSettings, ...]:
+    if not isinstance(raw, dict) or not all(isinstance(one, dict) for one in raw.values()):
+        problems.append("[smpp.groups] must be tables: [smpp.groups.NAME]")
+        return ()
+    groups: list[SmppGroupSettings] = []
+    for name, table in raw.items():
+        values = dict(table)
+        values.update(env.pop(("groups", name), {}))
+        fallback: tuple[str, ...] = ()
+        for key, value in values.items():
+            if key != "fallback_groups":
+                problems.append(f"[smpp.groups.{name}] {key}: unknown key")
+                continue
+            try:
+                fallback = _coerce(value, tuple[str, ...])
+            except ValueError as exc:
+                problems.append(f"[smpp.groups.{name}] {key}: {exc}")
+        groups.append(SmppGroupSettings(name, fallback))
+    return tuple(groups)
+
+
 def _coerce(value: Any, target: Any) -> Any:
+    if target == tuple[str, ...]:
+        # A TOML array, or from the environment "a,b".
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return tuple(value)
+        raise ValueError(f"expected a list of names, got {value!r}")
     if target is bool:
         if isinstance(value, bool):
             return value
@@ -274,24 +469,13 @@ def validate(settings: Settings) -> list[str]:
     if r.rate_limit_per_phone_per_hour < 1:
         problems.append("[rules] rate_limit_per_phone_per_hour: expected a positive number")
     if s.enabled:
-        if s.bind not in ("transceiver", "receiver+transmitter"):
-            problems.append("[smpp] bind: expected transceiver or receiver+transmitter")
-        if s.dcs0_charset not in ("gsm", "latin1"):
-            problems.append("[smpp] dcs0_charset: expected gsm or latin1")
-        if s.window < 1:
-            problems.append("[smpp] window: expected at least 1")
-        if s.max_send_rate <= 0:
-            problems.append("[smpp] max_send_rate: expected a positive number")
-        if not 0 < s.reconnect_min_s <= s.reconnect_max_s:
-            problems.append("[smpp] reconnect_min_s/reconnect_max_s: expected 0 < min <= max")
         if s.claim_timeout_s < 5:
             problems.append("[smpp] claim_timeout_s: expected at least 5 seconds")
-        if s.enquire_link_s <= 0:
-            problems.append("[smpp] enquire_link_s: expected a positive number")
         if s.redelivery_window_s < 0:
             problems.append("[smpp] redelivery_window_s: expected 0 or more seconds")
-        if not 0 <= s.mo_id_tlv <= 0xFFFF:
-            problems.append("[smpp] mo_id_tlv: expected a TLV tag 0..65535 (0 = none)")
+        if s.reply_expiry_s < 60:
+            problems.append("[smpp] reply_expiry_s: expected at least 60 seconds")
+        problems.extend(_link_problems(s))
     if t.enabled:
         if not t.auth_token:
             problems.append(
@@ -305,14 +489,56 @@ def validate(settings: Settings) -> list[str]:
     return problems
 
 
+def _link_problems(s: SmppSettings) -> list[str]:
+    problems: list[str] = []
+    links = s.effective_links()
+    for link in links:
+        where = f"[smpp.links.{link.name}]" if s.links else "[smpp]"
+        if link.bind not in ("transceiver", "receiver+transmitter"):
+            problems.append(f"{where} bind: expected transceiver or receiver+transmitter")
+        if link.dcs0_charset not in ("gsm", "latin1"):
+            problems.append(f"{where} dcs0_charset: expected gsm or latin1")
+        if link.window < 1:
+            problems.append(f"{where} window: expected at least 1")
+        if link.max_send_rate <= 0:
+            problems.append(f"{where} max_send_rate: expected a positive number")
+        if not 0 < link.reconnect_min_s <= link.reconnect_max_s:
+            problems.append(f"{where} reconnect_min_s/reconnect_max_s: expected 0 < min <= max")
+        if link.enquire_link_s <= 0:
+            problems.append(f"{where} enquire_link_s: expected a positive number")
+        if not 0 <= link.mo_id_tlv <= 0xFFFF:
+            problems.append(f"{where} mo_id_tlv: expected a TLV tag 0..65535 (0 = none)")
+        if not _NAME.fullmatch(link.group):
+            problems.append(f"{where} group: expected a-z, 0-9 and _, got {link.group!r}")
+        for key in ("tls_ca_file", "tls_cert_file", "tls_key_file"):
+            path = getattr(link, key)
+            if link.tls and path and not Path(path).is_file():
+                problems.append(f"{where} {key}: no such file {path!r}")
+        if link.tls and bool(link.tls_cert_file) != bool(link.tls_key_file):
+            problems.append(f"{where} tls_cert_file/tls_key_file: set both or neither")
+    if not any(link.enabled for link in links):
+        problems.append("[smpp] enabled, but every link has enabled = false")
+    groups = {link.group for link in links}
+    for group in s.groups:
+        if group.name not in groups:
+            problems.append(f"[smpp.groups.{group.name}]: no link is in this group")
+        for other in group.fallback_groups:
+            if other not in groups:
+                problems.append(
+                    f"[smpp.groups.{group.name}] fallback_groups: no link is in group {other!r}"
+                )
+    return problems
+
+
 def masked(settings: Settings) -> dict[str, dict[str, Any]]:
     """The effective settings as a dict with secrets replaced by '***' (or '' when unset)."""
     out: dict[str, dict[str, Any]] = {}
     for section in fields(settings):
         values = dataclasses.asdict(getattr(settings, section.name))
-        for key in values:
-            if key in SECRET_KEYS:
-                values[key] = "***" if values[key] else ""
+        for table in [values, *values.get("links", ())]:
+            for key in table:
+                if key in SECRET_KEYS:
+                    table[key] = "***" if table[key] else ""
         if section.name == "database":
             values["url"] = re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", values["url"])
         out[section.name] = values

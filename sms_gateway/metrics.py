@@ -34,19 +34,45 @@ class GatewayMetrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
             registry=r,
         )
+        # Per SMPP link ([[smpp.links]] name; "default" for a plain [smpp] section).
         self.smpp_binds = Counter(
-            "sms_gateway_smpp_binds", "Successful SMPP binds", ["mode"], registry=r
+            "sms_gateway_smpp_binds", "Successful SMPP binds", ["link", "mode"], registry=r
         )
         self.smpp_reconnects = Counter(
-            "sms_gateway_smpp_reconnects", "SMPP reconnect attempts", registry=r
+            "sms_gateway_smpp_reconnects", "SMPP reconnect attempts", ["link"], registry=r
         )
         self.smpp_throttles = Counter(
             "sms_gateway_smpp_throttles",
             "submit_sm answered ESME_RTHROTTLED or ESME_RMSGQFUL",
+            ["link"],
             registry=r,
         )
         self.smpp_bound = Gauge(
-            "sms_gateway_smpp_bound", "1 while the SMPP session is bound", registry=r
+            "sms_gateway_smpp_bound",
+            "1 while the link is bound (both binds of a receiver+transmitter pair)",
+            ["link"],
+            registry=r,
+        )
+        self.smpp_mo = Counter(
+            "sms_gateway_smpp_mo_received",
+            "deliver_sm/data_sm MO (and parts of long MO) received",
+            ["link"],
+            registry=r,
+        )
+        self.smpp_submits = Counter(
+            "sms_gateway_smpp_replies",
+            "Replies by the link that carried them and result (sent|failed)",
+            ["link", "result"],
+            registry=r,
+        )
+        self.smpp_receipts = Counter(
+            "sms_gateway_smpp_receipts", "Delivery receipts received", ["link"], registry=r
+        )
+        self.smpp_window = Gauge(
+            "sms_gateway_smpp_window_in_use",
+            "submit_sm waiting for their submit_sm_resp",
+            ["link"],
+            registry=r,
         )
         self.outbox_depth = Gauge(
             "sms_gateway_outbox_depth", "Replies waiting in the outbox", registry=r

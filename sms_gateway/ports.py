@@ -6,7 +6,7 @@ Transport adapters (SMPP, Twilio, CLI) see only `InboundPipeline` and `Outbox`.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -36,6 +36,9 @@ class OutboundSms:
     inbound_id: int | None
     attempts: int
     created_at: datetime
+    # SMPP: the link to send it on (its MO's), and the group whose links may carry it.
+    link: str | None = None
+    link_group: str | None = None
 
 
 class InboundPipeline(Protocol):
@@ -77,8 +80,11 @@ class InboundPipeline(Protocol):
 
 
 class Outbox(Protocol):
-    async def claim(self, channel: str, limit: int) -> list[OutboundSms]:
-        """Take up to `limit` pending replies for this instance (skip-locked on PostgreSQL)."""
+    async def claim(
+        self, channel: str, limit: int, groups: Collection[str] | None = None
+    ) -> list[OutboundSms]:
+        """Take up to `limit` pending replies for this instance (skip-locked on
+        PostgreSQL); with `groups`, only those of these SMPP link groups (or of none)."""
         ...
 
     async def mark_sent(self, outbound_id: int, transport_id: str | None) -> None: ...
@@ -103,8 +109,9 @@ class Outbox(Protocol):
 class DirectSender(Protocol):
     """A transport that takes replies straight from the handling batch (SMPP)."""
 
-    def accepts_direct(self) -> bool:
-        """Ready now? Called from the database writer thread."""
+    def accepts_direct(self, link_group: str | None) -> bool:
+        """Ready now to send a reply of this link group? Called from the database
+        writer thread."""
         ...
 
     def offer(self, replies: list[OutboundSms]) -> None:

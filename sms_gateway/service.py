@@ -181,9 +181,9 @@ class GatewayService:
         send goes back to the outbox, and a crash leaves claims the stale release frees."""
         self._direct_senders[channel] = sender
 
-    def _direct_sender_ready(self, channel: str) -> bool:
+    def _direct_sender_ready(self, channel: str, link_group: str | None) -> bool:
         sender = self._direct_senders.get(channel)
-        return sender is not None and sender.accepts_direct()
+        return sender is not None and sender.accepts_direct(link_group)
 
     # -- the pipeline ------------------------------------------------------
 
@@ -346,7 +346,7 @@ class GatewayService:
         unit.finish_inbound(job.inbound_id, outcome, decided.account, now)
         if inbound.channel not in self._queued_channels:
             status = "sent"  # answered inline (CLI, TwiML)
-        elif self._direct_sender_ready(inbound.channel):
+        elif self._direct_sender_ready(inbound.channel, inbound.link_group):
             status = "sending"  # handed straight to the sender after the commit
         else:
             status = "pending"
@@ -394,6 +394,7 @@ class GatewayService:
                         OutboundSms(
                             one.id, inbound.channel, inbound.phone, inbound.short_number,
                             one.text, job.inbound_id, 1, one.created_at,
+                            inbound.link, inbound.link_group,
                         )
                         for one in (reply, *result.further)
                     )  # fmt: skip

@@ -468,6 +468,8 @@ class BatchUnit:
                         # Stored already claimed when handed straight to a sender.
                         "claimed_at": (to_db_time(r.created_at) if r.status == "sending" else None),
                         "instance": instance if r.status == "sending" else None,
+                        "link": r.inbound.link,
+                        "link_group": r.inbound.link_group,
                         "attempts": 1 if r.status == "sending" else 0,
                         "parts": 1,
                         "incomplete": False,

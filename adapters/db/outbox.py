@@ -32,10 +32,13 @@ class SqlOutbox:
         self.commits = GroupCommit(store)
         self._status_changes: list[dict[str, object]] = []
 
-    async def claim(self, channel: str, limit: int) -> list[OutboundSms]:
+    async def claim(
+        self, channel: str, limit: int, groups: Collection[str] | None = None
+    ) -> list[OutboundSms]:
         now = self.clock()
+        wanted = None if groups is None else sorted(groups)
         return await self.commits.run(
-            lambda conn: claim_outbound(conn, channel, limit, now, self.instance)
+            lambda conn: claim_outbound(conn, channel, limit, now, self.instance, wanted)
         )
 
     async def claim_one(self, outbound_id: int) -> bool:

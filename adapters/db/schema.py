@@ -119,6 +119,10 @@ messages = Table(
     # link died first, or the instance did): the next same-text copy from that phone
     # is then its redelivery, and the row becomes "redelivered". Otherwise NULL.
     Column("ack", String(12)),
+    # SMPP: the link an inbound arrived on; for a reply, the link to send it on and
+    # its group (any bound link of the group may carry it; [smpp.groups] fallbacks).
+    Column("link", String(32)),
+    Column("link_group", String(32)),
     Column("parts", Integer, nullable=False, default=1),
     Column("incomplete", Boolean, nullable=False, default=False),
     UniqueConstraint("channel", "external_id"),

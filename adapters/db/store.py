@@ -254,6 +254,8 @@ def insert_inbound_many(
             "parts": m.parts,
             "incomplete": m.incomplete,
             "instance": instance,
+            "link": m.link,
+            "link_group": m.link_group,
         }
         for m in inbounds
     ]
@@ -624,15 +626,22 @@ class StoreTransaction:
 
 
 @cache
-def _claim_outbound(dialect: str) -> Prepared:
-    pending = (
-        select(messages.c.id)
-        .where(
-            messages.c.direction == "out",
-            messages.c.status == "pending",
-            messages.c.channel == bindparam("b_channel"),
+def _claim_outbound(dialect: str, by_group: bool) -> Prepared:
+    pending = select(messages.c.id).where(
+        messages.c.direction == "out",
+        messages.c.status == "pending",
+        messages.c.channel == bindparam("b_channel"),
+    )
+    if by_group:
+        # Only what this instance's bound links may carry (a reply of no group: any).
+        pending = pending.where(
+            or_(
+                messages.c.link_group.is_(None),
+                messages.c.link_group.in_(bindparam("b_groups", expanding=True)),
+            )
         )
-        .order_by(messages.c.id)
+    pending = (
+        pending.order_by(messages.c.id)
         .limit(bindparam("b_limit", type_=Integer))
     )
     if dialect == "postgresql":
@@ -656,22 +665,33 @@ def _claim_outbound(dialect: str) -> Prepared:
             messages.c.reply_to,
             messages.c.attempts,
             messages.c.created_at,
+            messages.c.link,
+            messages.c.link_group,
         )
     )
 
 
 def claim_outbound(
-    conn: Connection, channel: str, limit: int, now: datetime, instance: str | None = None
+    conn: Connection,
+    channel: str,
+    limit: int,
+    now: datetime,
+    instance: str | None = None,
+    groups: Sequence[str] | None = None,
 ) -> list[OutboundSms]:
-    result = _claim_outbound(conn.dialect.name).rows(
-        conn,
-        {
-            "b_channel": channel,
-            "b_limit": limit,
-            "b_now": to_db_time(now),
-            "b_instance": instance,
-        },
-    )
+    """Take up to `limit` pending replies; with `groups`, only replies of those link
+    groups (or of none)."""
+    params: dict[str, Any] = {
+        "b_channel": channel,
+        "b_limit": limit,
+        "b_now": to_db_time(now),
+        "b_instance": instance,
+    }
+    if groups is not None:
+        if not groups:
+            return []
+        params["b_groups"] = sorted(groups)
+    result = _claim_outbound(conn.dialect.name, groups is not None).rows(conn, params)
     out = []
     for row in result:
         created = from_db_time(row.created_at)
@@ -685,6 +705,8 @@ def claim_outbound(
                 inbound_id=row.reply_to,
                 attempts=int(row.attempts),
                 created_at=created,
+                link=row.link,
+                link_group=row.link_group,
             )
         )
     return sorted(out, key=lambda o: o.id)

@@ -22,6 +22,7 @@ import logging
 import queue
 import select
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -46,7 +47,7 @@ from adapters.smpp.pdus import (
     parse_other,
     parse_submit_sm_resp,
 )
-from sms_gateway.config import SmppSettings
+from sms_gateway.config import SmppLinkSettings
 
 log = structlog.get_logger("adapters.smpp.link")
 
@@ -127,7 +128,7 @@ class SmppLink:
 
     def __init__(
         self,
-        settings: SmppSettings,
+        settings: SmppLinkSettings,
         mode: str,
         loop: asyncio.AbstractEventLoop,
         on_events: Callable[[SmppLink, list[LinkEvent]], None],
@@ -144,7 +145,8 @@ class SmppLink:
         self._wake_scheduled = False
         self._loop_thread = threading.get_ident()  # built on the loop's thread
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"smpp-{mode}", daemon=True)
+        self.label = f"{settings.name}/{mode}"  # in logs
+        self._thread = threading.Thread(target=self._run, name=f"smpp-{self.label}", daemon=True)
         self._finished: asyncio.Future[None] = loop.create_future()
         self._client: smpplib_client.Client | None = None
         self._session = 0
@@ -290,7 +292,11 @@ class SmppLink:
         # Pinned at INFO whatever the root logger says.
         client.logger.setLevel(logging.INFO)
         self._client = client
-        client.connect()
+        if settings.tls:
+            client._socket = self._tls_connect()
+            client.state = consts.SMPP_CLIENT_STATE_OPEN
+        else:
+            client.connect()
         # SMPP is request/response with small PDUs: Nagle's algorithm plus the peer's
         # delayed ACK would hold a deliver_sm_resp or submit_sm back by up to 40 ms.
         client._socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -304,6 +310,24 @@ class SmppLink:
             password=settings.password,
             system_type=settings.system_type,
         )
+
+    def _tls_connect(self) -> ssl.SSLSocket:
+        """TCP, then TLS with the server's name checked. smpplib's own wrapping calls
+        wrap_socket without server_hostname, which a verifying context refuses; and it
+        reports every failure as "Connection refused". Here a certificate that does
+        not verify says so (BindFailed carries ssl's reason)."""
+        settings = self.settings
+        context = tls_context(settings)
+        raw = socket.create_connection(
+            (settings.host, settings.port), timeout=settings.response_timeout_s
+        )
+        try:
+            return context.wrap_socket(
+                raw, server_hostname=settings.tls_server_name or settings.host
+            )
+        except BaseException:
+            raw.close()
+            raise
 
     def _disconnect(self) -> None:
         client, self._client = self._client, None
@@ -321,6 +345,7 @@ class SmppLink:
         assert sock is not None
         settings = self.settings
         buffer = bytearray()
+        pending = getattr(sock, "pending", None)
         self._out.clear()  # nothing from an earlier session goes out on this one
         now = time.monotonic()
         next_enquire = now + settings.enquire_link_s
@@ -338,7 +363,11 @@ class SmppLink:
                 # Oldest first: dict order is send order and deadlines only grow.
                 wake_at = min(wake_at, next(iter(self._outstanding.values()))[1])
             timeout = min(max(wake_at - now, 0.0), 1.0)
-            readable, _, _ = select.select([sock, self._wake_r], [], [], timeout)
+            if pending is not None and pending():
+                # TLS: decrypted bytes already read off the socket; select cannot see them.
+                readable = [sock]
+            else:
+                readable, _, _ = select.select([sock, self._wake_r], [], [], timeout)
             if self._wake_r in readable:
                 with contextlib.suppress(BlockingIOError):
                     self._wake_r.recv(4096)
@@ -413,7 +442,7 @@ class SmppLink:
             self._out += encode_submit_sm(sequence, **params)
         except (ValueError, TypeError, UnicodeEncodeError) as exc:
             # Nothing an SMSC would accept: the reply fails rather than the session.
-            log.error("smpp.submit_unencodable", error=str(exc), link=self.mode)
+            log.error("smpp.submit_unencodable", error=str(exc), link=self.label)
             self._post(SubmitResult(token, ESME_RSUBMITFAIL, None))
             return
         self._outstanding[sequence] = (token, time.monotonic() + self.settings.response_timeout_s)
@@ -455,7 +484,7 @@ class SmppLink:
             try:
                 deliver = parse_mo(raw)
             except PduParseError as exc:
-                log.error("smpp.deliver_sm_unreadable", error=str(exc), link=self.mode)
+                log.error("smpp.deliver_sm_unreadable", error=str(exc), link=self.label)
                 response_id = command_id | RESPONSE_BIT
                 self._out += encode_deliver_sm_resp(exc.sequence, ESME_RX_P_APPN, response_id)
                 return "deliver_sm"
@@ -470,7 +499,7 @@ class SmppLink:
         try:
             pdu: Any = parse_other(raw, client)
         except PduParseError as exc:
-            log.warning("smpp.pdu_unreadable", error=str(exc), link=self.mode)
+            log.warning("smpp.pdu_unreadable", error=str(exc), link=self.label)
             if not exc.command_id & RESPONSE_BIT:  # a request: it must be answered
                 self._send_generic_nack(exc.sequence, ESME_RINVCMDID)
             return "unknown"
@@ -480,7 +509,7 @@ class SmppLink:
             if entry is not None:
                 self._post(SubmitResult(entry[0], pdu.status, None))
             else:
-                log.warning("smpp.generic_nack", status=pdu.status, link=self.mode)
+                log.warning("smpp.generic_nack", status=pdu.status, link=self.label)
         elif command == "enquire_link":
             self._send_response("enquire_link_resp", pdu.sequence, ESME_ROK)
         elif command == "enquire_link_resp":
@@ -500,6 +529,17 @@ class SmppLink:
         elif not pdu.is_response():
             self._send_generic_nack(pdu.sequence, ESME_RINVCMDID)
         return command
+
+
+def tls_context(settings: SmppLinkSettings) -> ssl.SSLContext:
+    """The client side of SMPP over TLS: TLS 1.2 at least, the server's certificate
+    verified (the system's CAs, or tls_ca_file), its name too unless switched off."""
+    context = ssl.create_default_context(cafile=settings.tls_ca_file or None)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.check_hostname = settings.tls_verify_hostname
+    if settings.tls_cert_file:
+        context.load_cert_chain(settings.tls_cert_file, settings.tls_key_file or None)
+    return context
 
 
 def _set_done(future: asyncio.Future[None]) -> None:

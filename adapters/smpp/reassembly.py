@@ -36,7 +36,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +129,9 @@ class PartGroup:
     first_seen: float  # time.monotonic()
     parts: dict[int, MessagePart] = field(default_factory=dict)
     handing_on: bool = False  # the joined message is being accepted right now
+    # The link the latest part came on (adapters.smpp.links.Link): the joined message's
+    # reply goes back there. None for parts loaded from the database at start-up.
+    link: Any = None
 
     @property
     def complete(self) -> bool:

@@ -162,6 +162,9 @@ class InboundSms:
     # redelivery of an earlier one from this phone with the same text only if that one
     # is in doubt (its acknowledgement may have been lost); otherwise it is new.
     may_be_redelivery: bool = False
+    # SMPP: the link it arrived on and that link's group; its reply goes back there.
+    link: str | None = None
+    link_group: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

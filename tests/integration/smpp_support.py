@@ -19,7 +19,7 @@ import json
 import os
 import shutil
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -341,7 +341,9 @@ class MemoryGateway:
         return outbound_id
 
     # Outbox
-    async def claim(self, channel: str, limit: int) -> list[OutboundSms]:
+    async def claim(
+        self, channel: str, limit: int, groups: Collection[str] | None = None
+    ) -> list[OutboundSms]:
         claimed = []
         for outbound_id in list(itertools.islice(self._pending, limit)):
             del self._pending[outbound_id]

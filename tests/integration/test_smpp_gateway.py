@@ -328,7 +328,7 @@ async def test_direct_replies_ride_out_a_throttling_storm(smsc: SmscPeer, gatewa
     await smsc.wait_count(lambda e: e.get("command") == "submit_sm", 3 + len(storm))
     await asyncio.sleep(0.1)
     assert 3 + len(storm) == len(smsc.pdus("submit_sm"))
-    assert len(storm) == adapter.metrics.smpp_throttles._value.get()
+    assert len(storm) == adapter.metrics.smpp_throttles.labels("default")._value.get()
     accepted = {s["destination_addr"] for s in smsc.pdus("submit_sm") if "assigned_message_id" in s}
     assert set(SENDERS) == accepted
 

@@ -135,7 +135,7 @@ async def test_throttling_storm_backs_off_and_retries_until_sent(
     await asyncio.sleep(0.1)
     assert 3 + len(storm) == len(smsc.pdus("submit_sm"))
     assert 3 == len([s for s in submits if "assigned_message_id" in s])
-    assert len(storm) == adapter.metrics.smpp_throttles._value.get()
+    assert len(storm) == adapter.metrics.smpp_throttles.labels("default")._value.get()
 
 
 async def test_permanent_error_is_recorded_on_the_reply(

@@ -40,7 +40,7 @@ async def test_binds_as_transceiver_with_credentials(
         bind["system_type"],
     )
     await wait_state(adapter, "bound")
-    assert 1.0 == adapter.metrics.smpp_bound._value.get()
+    assert 1.0 == adapter.metrics.smpp_bound.labels("default")._value.get()
 
 
 async def test_receiver_and_transmitter_bind_separately(
@@ -64,7 +64,7 @@ async def test_bind_failure_retries_with_backoff_until_it_binds(
     await adapter.start()
     await smsc.wait_count(lambda e: e.get("command") == "bind_transceiver", 4, timeout=5)
     assert "connecting" == adapter.state
-    assert adapter.metrics.smpp_reconnects._value.get() >= 3
+    assert adapter.metrics.smpp_reconnects.labels("default")._value.get() >= 3
     await smsc.set_faults(bind_status=0)
     await wait_state(adapter, "bound")
 
@@ -130,7 +130,7 @@ async def test_dropped_tcp_reconnects(smsc: SmscPeer, adapter_factory: AdapterFa
     await smsc.command("drop")
     await smsc.wait_bound(2, timeout=3)
     await wait_state(adapter, "bound")
-    assert adapter.metrics.smpp_binds.labels(mode="transceiver")._value.get() == 2
+    assert adapter.metrics.smpp_binds.labels(link="default", mode="transceiver")._value.get() == 2
 
 
 async def test_stop_unbinds_cleanly(smsc: SmscPeer, adapter_factory: AdapterFactory) -> None:
@@ -141,4 +141,4 @@ async def test_stop_unbinds_cleanly(smsc: SmscPeer, adapter_factory: AdapterFact
     await adapter.stop(2.0)
     await smsc.wait_pdu("unbind")
     assert "unbound" == adapter.state
-    assert 0.0 == adapter.metrics.smpp_bound._value.get()
+    assert 0.0 == adapter.metrics.smpp_bound.labels("default")._value.get()

@@ -127,3 +127,96 @@ def test_masked_hides_secrets_and_database_password():
         shown["twilio"]["auth_token"],
         shown["database"]["url"],
     ) == ("***", "***", "", "postgresql+asyncpg://gw:***@db/gw")
+
+
+TWO_OPERATORS = """
+[smpp]
+enabled = true
+window = 20
+password = "shared"
+[[smpp.links]]
+name = "mts"
+host = "smpp.mts.example"
+system_id = "gw-mts"
+tls = true
+[[smpp.links]]
+name = "agg_1"
+group = "agg"
+port = 2776
+[[smpp.links]]
+name = "agg_2"
+group = "agg"
+port = 2777
+window = 5
+[smpp.groups.mts]
+fallback_groups = ["agg"]
+"""
+
+
+def test_links_inherit_the_smpp_keys_and_take_secrets_from_the_environment(tmp_path):
+    path = tmp_path / "g.toml"
+    path.write_text(TWO_OPERATORS, encoding="utf-8")
+    settings = load_settings(path, environ={"SMS_GATEWAY__SMPP__LINKS__MTS__PASSWORD": "m7s"})
+    links = {link.name: link for link in settings.smpp.effective_links()}
+    assert ["mts", "agg_1", "agg_2"] == list(links)
+    mts, agg_2 = links["mts"], links["agg_2"]
+    assert ("mts", "smpp.mts.example", "gw-mts", "m7s", 20, True) == (
+        mts.group, mts.host, mts.system_id, mts.password, mts.window, mts.tls
+    )  # fmt: skip
+    assert ("agg", 2777, 5, "shared") == (agg_2.group, agg_2.port, agg_2.window, agg_2.password)
+    assert ("agg",) == settings.smpp.group("mts").fallback_groups
+    assert () == settings.smpp.group("agg").fallback_groups
+    shown = masked(settings)["smpp"]
+    assert ["***", "***", "***"] == [link["password"] for link in shown["links"]]
+    assert "m7s" not in str(shown)
+
+
+def test_a_plain_smpp_section_is_one_link_named_default(tmp_path):
+    path = tmp_path / "g.toml"
+    path.write_text('[smpp]\nenabled = true\nhost = "10.0.0.1"\nwindow = 3\n', encoding="utf-8")
+    [link] = load_settings(path, environ={}).smpp.effective_links()
+    assert ("default", "default", "10.0.0.1", 3) == (link.name, link.group, link.host, link.window)
+
+
+def test_every_link_problem_is_reported_at_once(tmp_path):
+    path = tmp_path / "g.toml"
+    path.write_text(
+        """
+[smpp]
+enabled = true
+[[smpp.links]]
+name = "mts"
+bind = "both"
+tls = true
+tls_ca_file = "/nonexistent/ca.pem"
+colour = "red"
+[[smpp.links]]
+name = "mts"
+[[smpp.links]]
+name = "Bad Name"
+[smpp.groups.mts]
+fallback_groups = ["nowhere"]
+""",
+        encoding="utf-8",
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_settings(
+            path,
+            environ={
+                "SMS_GATEWAY__SMPP__LINKS__MTS__WINDOW": "many",
+                "SMS_GATEWAY__SMPP__LINKS__BEELINE__PASSWORD": "x",
+            },
+        )
+    problems = caught.value.problems
+    expected = [
+        "[smpp.links.mts] colour: unknown key",
+        "[smpp.links.mts] window: expected an integer, got 'many'",
+        "[[smpp.links]] mts: two links with this name",
+        "[[smpp.links]] #3 name: expected a-z, 0-9 and _",
+        "SMS_GATEWAY__SMPP__LINKS__BEELINE__...: no [smpp.links] entry named 'beeline'",
+        "[smpp.links.mts] bind: expected transceiver or receiver+transmitter",
+        "[smpp.links.mts] tls_ca_file: no such file '/nonexistent/ca.pem'",
+        "[smpp.groups.mts] fallback_groups: no link is in group 'nowhere'",
+    ]
+    for one in expected:
+        assert any(problem.startswith(one) for problem in problems), (one, problems)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from adapters.smpp.adapter import _Window
+from adapters.smpp.pacing import Window as _Window
 
 
 async def test_slots_are_taken_at_once_until_none_is_free() -> None:

@@ -1,4 +1,5 @@
-"""instances with heartbeats; who received or claimed each message; MO in doubt
+"""instances with heartbeats; who received or claimed each message; MO in doubt;
+the SMPP link (and its group) of each message
 
 Revision ID: 0005
 Revises: 0004
@@ -32,6 +33,8 @@ def upgrade() -> None:
     with op.batch_alter_table("messages", schema=None) as batch_op:
         batch_op.add_column(sa.Column("instance", sa.String(length=128), nullable=True))
         batch_op.add_column(sa.Column("ack", sa.String(length=12), nullable=True))
+        batch_op.add_column(sa.Column("link", sa.String(length=32), nullable=True))
+        batch_op.add_column(sa.Column("link_group", sa.String(length=32), nullable=True))
         batch_op.create_index(
             "ix_messages_doubt",
             ["phone"],
@@ -44,6 +47,8 @@ def upgrade() -> None:
 def downgrade() -> None:
     with op.batch_alter_table("messages", schema=None) as batch_op:
         batch_op.drop_index("ix_messages_doubt")
+        batch_op.drop_column("link_group")
+        batch_op.drop_column("link")
         batch_op.drop_column("ack")
         batch_op.drop_column("instance")
     op.drop_table("instances")
