@@ -59,12 +59,17 @@ async def _recovery_loop(gateway: Gateway, smpp: Any) -> None:
     """Every few seconds: handle inbound SMS stored but never handled (SMPP acked them
     before a crash), and give replies claimed by a dead sender back to the outbox."""
     claim_timeout = timedelta(seconds=gateway.settings.smpp.claim_timeout_s)
+    reply_expiry = timedelta(seconds=gateway.settings.smpp.reply_expiry_s)
     while True:
         try:
             if smpp is not None:
                 recovered = await recover_unprocessed(gateway, "smpp")
                 if recovered:
                     log.info("recovered_unprocessed_inbound", channel="smpp", count=recovered)
+            if smpp is not None:
+                expired = await gateway.outbox.expire("smpp", reply_expiry)
+                if expired:
+                    log.warning("replies_expired", channel="smpp", count=expired)
             released = await gateway.outbox.release_stale(
                 claim_timeout, keep=smpp.sending_ids() if smpp is not None else ()
             )
@@ -159,7 +164,11 @@ async def run_service(settings: Settings, stop: asyncio.Event | None = None) -> 
 
     from adapters.http import create_app
 
-    app = create_app(gateway, link_state=lambda: smpp.state if smpp else "disabled")
+    app = create_app(
+        gateway,
+        link_state=lambda: smpp.state if smpp else "disabled",
+        links=lambda: smpp.links_status() if smpp else [],
+    )
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, settings.http.host, settings.http.port)

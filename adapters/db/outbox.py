@@ -12,6 +12,7 @@ from adapters.db.store import (
     SqlStore,
     claim_outbound,
     claim_outbound_one,
+    expire_outbound,
     record_delivery_status,
     release_stale_outbound,
     set_outbound_statuses,
@@ -99,6 +100,16 @@ class SqlOutbox:
             lambda conn: release_stale_outbound(conn, cutoff, kept)
         )
         return released
+
+    async def expire(self, channel: str, older_than: timedelta) -> int:
+        """Replies that waited longer than `older_than` for a link: failed, with why."""
+        seconds = int(older_than.total_seconds())
+        error = f"not sent within {seconds} s: no bound link of its group (link_group)"
+        cutoff = self.clock() - older_than
+        expired: int = await self.commits.run(
+            lambda conn: expire_outbound(conn, channel, cutoff, error)
+        )
+        return expired
 
     async def depth(self) -> int:
         async with self.store.reader() as tx:

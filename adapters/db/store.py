@@ -640,10 +640,7 @@ def _claim_outbound(dialect: str, by_group: bool) -> Prepared:
                 messages.c.link_group.in_(bindparam("b_groups", expanding=True)),
             )
         )
-    pending = (
-        pending.order_by(messages.c.id)
-        .limit(bindparam("b_limit", type_=Integer))
-    )
+    pending = pending.order_by(messages.c.id).limit(bindparam("b_limit", type_=Integer))
     if dialect == "postgresql":
         # Several instances share one outbox: each takes rows nobody holds.
         pending = pending.with_for_update(skip_locked=True)
@@ -763,6 +760,22 @@ def release_stale_outbound(
     if keep:
         stale = stale.where(messages.c.id.not_in(sorted(keep)))
     result = conn.execute(stale.values(status="pending"))
+    return int(result.rowcount or 0)
+
+
+def expire_outbound(conn: Connection, channel: str, older_than: datetime, error: str) -> int:
+    """Replies still waiting (no link of their group was bound) since before
+    `older_than`: recorded failed with `error`, never sent."""
+    result = conn.execute(
+        update(messages)
+        .where(
+            messages.c.direction == "out",
+            messages.c.channel == channel,
+            messages.c.status == "pending",
+            messages.c.created_at < to_db_time(older_than),
+        )
+        .values(status="failed", error=error)
+    )
     return int(result.rowcount or 0)
 
 

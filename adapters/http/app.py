@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import aiohttp_jinja2
 import jinja2
@@ -23,7 +24,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from adapters.http import api, dashboard
 from adapters.http.auth import OpsAuth, bearer_token, client_address
 from adapters.http.errors import json_error, json_errors
-from adapters.http.keys import AUTH_KEY, GATEWAY_KEY, LINK_STATE_KEY
+from adapters.http.keys import AUTH_KEY, GATEWAY_KEY, LINK_STATE_KEY, LINKS_KEY
 from adapters.http.queries import inbound_queue_depth
 from adapters.twilio import TwilioRestSender, TwilioSignature, TwilioWebhook
 from sms_gateway import __version__
@@ -36,11 +37,22 @@ __all__ = ["AUTH_KEY", "GATEWAY_KEY", "LINK_STATE_KEY", "create_app"]
 
 
 async def health(request: web.Request) -> web.Response:
+    """503 only when the database is away. SMPP trouble is `"status": "degraded"` with
+    200: the process still serves Twilio, the API and the other links (alert on it)."""
     gateway = request.app[GATEWAY_KEY]
     database_ok = await gateway.store.ping()
+    smpp = request.app[LINK_STATE_KEY]()
+    if not database_ok:
+        status = "unavailable"
+    elif smpp in ("bound", "disabled"):
+        status = "ok"  # "bound": every group has a bound link
+    else:
+        status = "degraded"
     body = {
+        "status": status,
         "database": "ok" if database_ok else "unavailable",
-        "smpp": request.app[LINK_STATE_KEY](),
+        "smpp": smpp,
+        "links": request.app[LINKS_KEY](),
         "instance": gateway.instance,
         "version": __version__,
     }
@@ -129,6 +141,7 @@ def create_app(
     gateway: Gateway,
     link_state: Callable[[], str],
     *,
+    links: Callable[[], list[dict[str, Any]]] = list,
     twilio_sender: TwilioRestSender | None = None,
 ) -> web.Application:
     """The application; raises ConfigError when Twilio is enabled without its secrets.
@@ -140,6 +153,7 @@ def create_app(
     app = web.Application(middlewares=[json_errors, security_headers, _ops_guard(auth)])
     app[GATEWAY_KEY] = gateway
     app[LINK_STATE_KEY] = link_state
+    app[LINKS_KEY] = links
     app[AUTH_KEY] = auth
     aiohttp_jinja2.setup(
         app,

@@ -27,7 +27,7 @@ from aiohttp import web
 from adapters.http import queries
 from adapters.http.api import OUTCOMES
 from adapters.http.auth import OpsAuth, client_address
-from adapters.http.keys import AUTH_KEY, GATEWAY_KEY, LINK_STATE_KEY
+from adapters.http.keys import AUTH_KEY, GATEWAY_KEY, LINK_STATE_KEY, LINKS_KEY
 from sms_gateway import __version__
 from sms_gateway.domain.model import Outcome
 from sms_gateway.errors import TemporaryFailure
@@ -37,6 +37,8 @@ log = structlog.get_logger("adapters.http.dashboard")
 
 CONVERSATIONS_SHOWN = 50
 HOURS_SHOWN = 24
+# Each SMPP link's rate: messages per minute over the last few minutes.
+RATE_MINUTES = 5
 CHART_WIDTH = 720
 CHART_HEIGHT = 160
 _BOOKED = frozenset(str(o) for o in Outcome if o.books_reading)
@@ -153,6 +155,7 @@ async def dashboard(request: web.Request) -> web.StreamResponse:
         "version": __version__,
         "instance": settings.gateway.instance_name,
         "link_state": request.app[LINK_STATE_KEY](),
+        "links": request.app[LINKS_KEY](),
         "twilio": settings.twilio.enabled,
         "timezone": settings.gateway.timezone,
         "q": q,
@@ -171,6 +174,7 @@ async def dashboard(request: web.Request) -> web.StreamResponse:
     try:
         per_hour = await queries.inbound_per_hour(gateway.store, since)
         mix = await queries.outcome_mix(gateway.store, since)
+        traffic = await queries.link_traffic(gateway.store, now - timedelta(minutes=RATE_MINUTES))
         found = (
             []
             if problem
@@ -185,6 +189,7 @@ async def dashboard(request: web.Request) -> web.StreamResponse:
         database = "ok"
     except TemporaryFailure:
         per_hour, mix, found, database = {}, {}, [], "unavailable"
+        traffic = {}
     total = sum(mix.values())
     context.update(
         database=database,
@@ -197,6 +202,14 @@ async def dashboard(request: web.Request) -> web.StreamResponse:
             key=lambda item: (-item[1], item[0] or ""),
         ),
         conversations=found,
+        rate_minutes=RATE_MINUTES,
+        link_rates={
+            link["name"]: (
+                traffic.get((link["name"], "in"), 0) / RATE_MINUTES,
+                traffic.get((link["name"], "out"), 0) / RATE_MINUTES,
+            )
+            for link in context["links"]
+        },
         searched=bool(q.strip()) or outcome is not None,
     )
     response = aiohttp_jinja2.render_template("dashboard.html", request, context)

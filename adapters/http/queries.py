@@ -214,3 +214,14 @@ async def instance_rows(
                 }
             )
         return out
+
+
+async def link_traffic(store: SqlStore, since: datetime) -> dict[tuple[str, str], int]:
+    """{(link, direction): messages since `since`}: each SMPP link's MO and replies."""
+    async with store.reader() as tx:
+        result = await tx.conn.execute(
+            select(messages.c.link, messages.c.direction, func.count())
+            .where(messages.c.created_at >= to_db_time(since), messages.c.link.is_not(None))
+            .group_by(messages.c.link, messages.c.direction)
+        )
+        return {(row[0], row[1]): int(row[2]) for row in result}

@@ -1,14 +1,14 @@
 """Replies out as submit_sm: the quick path, the outbox path, and what their answers mean.
 
-    offer(replies)  -> one part, its link can take it now: submit_sm at once (or at its
-                       turn under max_send_rate), no task of its own (_send_quickly);
-                       otherwise, or on any answer but ESME_ROK: _send as below
-    outbox          -> claim("smpp", groups this instance carries) -> _send
-    _send           -> one link for all the parts (LinkSet.route) -> submit_sm each,
-                       in that link's window and pace
-                    -> submit_sm_resp: mark_sent(message_id) | throttled: that link
-                       backs off, the part again | other error: mark_failed
-                       | no answer / link lost: release (sent again later)
+offer(replies)  -> one part, its link can take it now: submit_sm at once (or at its
+                   turn under max_send_rate), no task of its own (_send_quickly);
+                   otherwise, or on any answer but ESME_ROK: _send as below
+outbox          -> claim("smpp", groups this instance carries) -> _send
+_send           -> one link for all the parts (LinkSet.route) -> submit_sm each,
+                   in that link's window and pace
+                -> submit_sm_resp: mark_sent(message_id) | throttled: that link
+                   backs off, the part again | other error: mark_failed
+                   | no answer / link lost: release (sent again later)
 """
 
 from __future__ import annotations
@@ -237,9 +237,7 @@ class Outbound:
         elif verdict == "unanswered":
             self._spawn(self._unanswered(outbound, NO_RESPONSE))
         else:
-            self._spawn(
-                self._failed(outbound, str(SubmitRejected(cast(int, status))), quick.link)
-            )
+            self._spawn(self._failed(outbound, str(SubmitRejected(cast(int, status))), quick.link))
 
     async def _mark_sent(self) -> None:
         """Record every reply confirmed meanwhile as sent, in one shared commit."""
@@ -371,9 +369,7 @@ class Outbound:
                     raise LinkLost(f"link {link.name} not bound")
                 token = next(self._tokens)
                 future: _SubmitFuture = loop.create_future()
-                self._pending[token] = _Pending(
-                    future, link, session, link.ledgers[session].mark()
-                )
+                self._pending[token] = _Pending(future, link, session, link.ledgers[session].mark())
                 session.submit(token, params)
                 try:
                     status, message_id = await future

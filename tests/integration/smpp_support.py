@@ -71,11 +71,13 @@ class SmscPeer:
         self._reader: asyncio.Task[None] | None = None
 
     @classmethod
-    async def start(cls) -> SmscPeer:
+    async def start(cls, tls: tuple[Path, Path] | None = None) -> SmscPeer:
+        """A peer on a free port; `tls`: (key, certificate) PEM files to serve TLS."""
         process = await asyncio.create_subprocess_exec(
             "node",
             str(PEER_SCRIPT),
             "0",
+            *(str(path) for path in tls or ()),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             cwd=str(SMSC_DIR),

@@ -48,8 +48,10 @@ async def test_health_reports_database_link_and_version(ops):
     response = await client.get("/health")
 
     expected = {
+        "status": "ok",
         "database": "ok",
         "smpp": "bound",
+        "links": [],
         "instance": gateway.instance,
         "version": __version__,
     }

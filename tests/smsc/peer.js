@@ -1,12 +1,14 @@
 'use strict';
 // A scriptable SMSC for the SMPP adapter's integration tests, built on node-smpp.
 //
-// It listens on 127.0.0.1 (port from argv[2], 0 = any free port) and prints one JSON
+// It listens on 127.0.0.1 (port from argv[2], 0 = any free port; with argv[3] and
+// argv[4], the paths of a PEM key and certificate, over TLS) and prints one JSON
 // object per line on stdout: first {"event":"listening","port":N}, then every PDU it
 // receives ({"event":"pdu",...}), session events and the result of each command.
 // Commands arrive as JSON lines on stdin; see `commands` below. The peer answers
 // binds, enquire_link, unbind and submit_sm itself, with fault modes the test sets
 // (bind failure, throttling, silence) so the unhappy paths can be driven on purpose.
+const fs = require('fs');
 const readline = require('readline');
 const smpp = require('smpp');
 
@@ -14,6 +16,7 @@ const port = Number(process.argv[2] || 0);
 const sessions = new Set();
 const faults = {
   bind_status: 0, // non-zero: answer every bind with this command_status
+  refuse_system_ids: [], // binds from these system_ids are answered ESME_RBINDFAIL
   submit_statuses: [], // statuses for the next submit_sm, consumed one per PDU
   silent_submit: false, // swallow submit_sm without any response
   silent_enquire_link: false, // swallow enquire_link without any response
@@ -106,6 +109,7 @@ function on_submit(session, pdu) {
     return;
   }
   const entry = describe(pdu);
+  entry.esme = session.system_id || null; // the bind it came on
   if (faults.silent_submit) {
     entry.answered = false;
     emit(entry);
@@ -154,6 +158,10 @@ function on_session(session) {
     session.on(bind, (pdu) => {
       if (faults.bind_status) {
         session.send(pdu.response({ command_status: faults.bind_status }));
+        return;
+      }
+      if (faults.refuse_system_ids.includes(pdu.system_id)) {
+        session.send(pdu.response({ command_status: 0x0d }));
         return;
       }
       session.bound = bind;
@@ -440,9 +448,14 @@ const commands = {
     for (const session of targets) session.unbind();
     return { sessions: targets.length };
   },
-  drop() {
-    const count = sessions.size;
-    for (const session of sessions) session.destroy();
+  drop(command) {
+    // Every session, or only the binds of one system_id (`system_id`).
+    let count = 0;
+    for (const session of sessions) {
+      if (command.system_id && session.system_id !== command.system_id) continue;
+      session.destroy();
+      count += 1;
+    }
     return { sessions: count };
   },
   set(command) {
@@ -473,7 +486,13 @@ const commands = {
   },
 };
 
-const server = smpp.createServer(on_session);
+const tls_files = process.argv[3] && process.argv[4];
+const server = tls_files
+  ? smpp.createServer(
+      { key: fs.readFileSync(process.argv[3]), cert: fs.readFileSync(process.argv[4]) },
+      on_session,
+    )
+  : smpp.createServer(on_session);
 server.on('error', (error) => {
   emit({ event: 'server_error', error: String(error) });
   process.exit(1);
