@@ -6,6 +6,7 @@ Shared by the crash tests and bench/scale.py.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import socket
@@ -31,8 +32,15 @@ def write_config(
     mo_id_tlv: bool = True,
     instance: str = "",
     response_timeout_s: float = 3,
+    links: list[dict[str, object]] | None = None,
 ) -> Path:
-    """The default claim_timeout_s and instance_dead_after_s, as a new user runs it."""
+    """The default claim_timeout_s and instance_dead_after_s, as a new user runs it.
+    `links`: [[smpp.links]] tables (name, group, port, system_id, ...)."""
+    tables = "".join(
+        "[[smpp.links]]\n"
+        + "".join(f"{key} = {json.dumps(value)}\n" for key, value in link.items())
+        for link in links or ()
+    )
     path.write_text(
         f"""
 [gateway]
@@ -57,7 +65,7 @@ response_timeout_s = {response_timeout_s}
 window = 50
 max_send_rate = 5000
 mo_id_tlv = {ID_TLV if mo_id_tlv else 0}
-""",
+{tables}""",
         encoding="utf-8",
     )
     return path

@@ -290,3 +290,123 @@ async def test_a_live_instance_sends_what_a_dead_one_had_claimed_within_15_s(
             b.ensure_dead()
     finally:
         await other.close()
+
+
+async def _reply_rows(database_url: str) -> dict[str, tuple[str, str | None]]:
+    """{subscriber (no +): (status, link group)} of every reply."""
+    engine = create_async_engine(database_url)
+    try:
+        async with engine.connect() as conn:
+            rows = await conn.execute(
+                select(messages.c.phone, messages.c.status, messages.c.link_group).where(
+                    messages.c.direction == "out"
+                )
+            )
+            return {row.phone.lstrip("+"): (row.status, row.link_group) for row in rows}
+    finally:
+        await engine.dispose()
+
+
+@pytest.mark.postgres
+async def test_two_instances_with_different_links_keep_each_reply_in_its_group(
+    pg_url, smsc, tmp_path
+):
+    """A holds MTS (one SMSC) and a Beeline bind (another SMSC); B holds only a second
+    Beeline bind. Every reply leaves through its MO's operator. A is killed holding
+    replies of both groups: B sends A's Beeline replies within 15 s, through its own
+    Beeline bind, and leaves A's MTS replies waiting (it has no MTS link) until A is
+    back, which sends them on MTS."""
+    mts, beeline = smsc, await SmscPeer.start()
+    try:
+        config_a = write_config(
+            tmp_path / "a.toml",
+            pg_url,
+            mts.port,
+            response_timeout_s=60,
+            links=[
+                {"name": "mts", "port": mts.port, "system_id": "gw-a"},
+                {
+                    "name": "beeline_a",
+                    "group": "beeline",
+                    "port": beeline.port,
+                    "system_id": "gw-a",
+                },
+            ],
+        )
+        config_b = write_config(
+            tmp_path / "b.toml",
+            pg_url,
+            beeline.port,
+            links=[
+                {"name": "beeline_b", "group": "beeline", "port": beeline.port, "system_id": "gw-b"}
+            ],
+        )
+        await _import_accounts(config_a, tmp_path)
+        a = Serve(config_a, tmp_path / "a.log").start()
+        b = Serve(config_b, tmp_path / "b.log").start()
+        a_again = Serve(config_a, tmp_path / "a2.log")
+        try:
+            await mts.wait_bound(timeout=60)
+            await beeline.wait_bound(count=2, timeout=60)
+
+            async def mo(peer: SmscPeer, i: int, system_id: str) -> str:
+                phone = f"7917{i:07d}"
+                sequence = await peer.deliver(
+                    f"{FIRST_ACCOUNT + i} 1100".encode(), source_addr=phone, system_id=system_id
+                )
+                assert 0 == await peer.deliver_resp(sequence, system_id=system_id)
+                return phone
+
+            on_mts = [await mo(mts, i, "gw-a") for i in range(0, 5)]
+            on_beeline = [await mo(beeline, i, "gw-a" if i % 2 else "gw-b") for i in range(5, 15)]
+            await mts.wait_count(lambda e: e.get("command") == "submit_sm", 5)
+            await beeline.wait_count(lambda e: e.get("command") == "submit_sm", 10)
+            assert set(on_mts) == {s["destination_addr"] for s in mts.pdus("submit_sm")}
+            assert set(on_beeline) == {s["destination_addr"] for s in beeline.pdus("submit_sm")}
+
+            # A takes more MO of both groups and holds their replies (the SMSCs answer
+            # none of its submit_sm), then dies.
+            await mts.set_faults(silent_submit=True)
+            await beeline.set_faults(silent_submit=True)
+            held_mts = [await mo(mts, i, "gw-a") for i in range(15, 20)]
+            held_beeline = [await mo(beeline, i, "gw-a") for i in range(20, 25)]
+            await mts.wait_count(lambda e: e.get("command") == "submit_sm", 10)
+            await beeline.wait_count(lambda e: e.get("command") == "submit_sm", 15)
+            a.kill9()
+            killed = time.monotonic()
+            await mts.set_faults(silent_submit=False)
+            await beeline.set_faults(silent_submit=False)
+
+            deadline = killed + 15
+            while True:
+                replies = await _reply_rows(pg_url)
+                if all(replies[p][0] == "sent" for p in held_beeline):
+                    break
+                assert time.monotonic() < deadline, {p: replies[p] for p in held_beeline}
+                await asyncio.sleep(0.2)
+            print(f"B sent A's Beeline replies {time.monotonic() - killed:.1f} s after the kill")
+            resent = [s for s in beeline.pdus("submit_sm") if s["destination_addr"] in held_beeline]
+            assert {"gw-b"} == {s["esme"] for s in resent if s.get("answered") is not False}
+            await asyncio.sleep(1.0)
+            replies = await _reply_rows(pg_url)
+            assert {("pending", "mts")} == {replies[p] for p in held_mts}
+
+            a_again.start()
+            deadline = time.monotonic() + 30
+            while True:
+                replies = await _reply_rows(pg_url)
+                if all(replies[p][0] == "sent" for p in held_mts):
+                    break
+                assert time.monotonic() < deadline, "A's MTS replies never went out"
+                await asyncio.sleep(0.2)
+            assert not any(s["destination_addr"] in held_mts for s in beeline.pdus("submit_sm")), (
+                "an MTS reply left through Beeline"
+            )
+            assert 0 == b.stop(), (tmp_path / "b.log").read_text()[-3000:]
+            assert 0 == a_again.stop(), (tmp_path / "a2.log").read_text()[-3000:]
+        finally:
+            a.ensure_dead()
+            b.ensure_dead()
+            a_again.ensure_dead()
+    finally:
+        await beeline.close()
