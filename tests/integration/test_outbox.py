@@ -65,3 +65,50 @@ async def test_recent_claims_are_not_stale(gateway, clock):
     await gateway.outbox.claim("smpp", 1)
     clock.now += timedelta(seconds=30)
     assert 0 == await gateway.outbox.release_stale(timedelta(minutes=2))
+
+
+async def _queue_for_link(gateway, clock, phone: str, link: str, group: str) -> None:
+    await gateway.pipeline.handle(
+        InboundSms(
+            "smpp", phone, "7377", "ПОМОЩЬ", clock(), external_id=f"{link}-{phone}",
+            link=link, link_group=group,
+        )
+    )  # fmt: skip
+
+
+async def test_a_claim_takes_only_the_groups_this_instance_carries(gateway, clock):
+    """Replies of MTS and of Beeline wait; an instance that holds only Beeline links
+    claims Beeline's (and those of no group), never MTS's."""
+    await _queue_for_link(gateway, clock, "+79160000001", "mts", "mts")
+    await _queue_for_link(gateway, clock, "+79030000001", "beeline_1", "beeline")
+    await _queue_replies(gateway, clock, 1)  # no link: any instance may send it
+    claimed = await gateway.outbox.claim("smpp", 10, ["beeline"])
+    assert [("+79030000001", "beeline_1", "beeline"), ("+79160000000", None, None)] == sorted(
+        (o.phone, o.link, o.link_group) for o in claimed
+    )
+    assert [] == await gateway.outbox.claim("smpp", 10, [])
+    [mts] = await gateway.outbox.claim("smpp", 10, ["mts"])
+    assert "+79160000001" == mts.phone
+
+
+async def test_a_reply_that_waited_longer_than_the_expiry_is_failed_with_the_reason(gateway, clock):
+    await _queue_for_link(gateway, clock, "+79160000001", "mts", "mts")
+    clock.now += timedelta(hours=2)
+    await _queue_for_link(gateway, clock, "+79160000002", "mts", "mts")
+    clock.now += timedelta(minutes=30)
+    assert 1 == await gateway.outbox.expire("smpp", timedelta(hours=1))
+    async with gateway.store.reader() as tx:
+        rows = await tx.conn.execute(
+            select(messages.c.phone, messages.c.status, messages.c.error)
+            .where(messages.c.direction == "out")
+            .order_by(messages.c.phone)
+        )
+        found = [tuple(row) for row in rows]
+    assert [
+        (
+            "+79160000001",
+            "failed",
+            "not sent within 3600 s: no bound link of its group (link_group)",
+        ),
+        ("+79160000002", "pending", None),
+    ] == found
