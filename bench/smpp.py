@@ -7,6 +7,9 @@
 3. gateway:  the SmppAdapter on the full gateway (decode, parse, validate, book on
              SQLite, compose the reply, outbox, submit_sm).
 4. steady:   the gateway at a paced 200 MO/s, for the MO->reply latency percentiles.
+5. two binds: the gateway with two links to the SMSC in one group ([[smpp.links]],
+             window 50 each), the SMSC spreading the burst over both binds: the rate
+             and its ratio to one bind.
 
 The SMSC (tests/smsc/peer.js) pushes valid readings, one subscriber number per MO,
 with at most 50 deliver_sm unanswered, and times each MO to the submit_sm that answers
@@ -90,7 +93,9 @@ def raw_echo_esme(port: int, bound: threading.Event) -> None:
         client.disconnect()
 
 
-async def burst(peer: SmscPeer, texts: list[str], prefix: str, rate: float = 0) -> dict:
+async def burst(
+    peer: SmscPeer, texts: list[str], prefix: str, rate: float = 0, all_sessions: bool = False
+) -> dict:
     # CPU of this whole process per MO (every thread): steadier than the rate on a
     # noisy machine, and the ESME under test is the only thing running in it.
     cpu_started = time.process_time()
@@ -102,6 +107,7 @@ async def burst(peer: SmscPeer, texts: list[str], prefix: str, rate: float = 0) 
         destination_addr=SHORT_NUMBER,
         source_prefix=prefix,
         texts=texts,
+        all_sessions=all_sessions,
     )
     done = await peer.wait_for(lambda e: e.get("event") == "burst_done", timeout=600)
     peer.events.clear()
@@ -141,7 +147,25 @@ async def run_memory_adapter(peer: SmscPeer, count: int) -> dict:
         await peer.wait_for(lambda e: e.get("event") == "close", timeout=5)
 
 
-async def run_gateway(peer: SmscPeer, count: int, steady: int) -> tuple[dict, dict, int]:
+def two_binds(port: int) -> Any:
+    """Two links to one SMSC, one group, window 50 each, as [[smpp.links]] sets them."""
+    import dataclasses
+
+    from sms_gateway.config import link_from_defaults
+
+    base = smpp_settings(port, window=50, max_send_rate=100_000.0)
+    return dataclasses.replace(
+        base,
+        links=tuple(
+            link_from_defaults(base, {"name": f"bind_{n}", "group": "bench", "system_id": f"b{n}"})
+            for n in (1, 2)
+        ),
+    )
+
+
+async def run_gateway(
+    peer: SmscPeer, count: int, steady: int, two: int
+) -> tuple[dict, dict, dict | None, int]:
     from adapters.db.bulk import import_accounts
     from sms_gateway.bootstrap import build_gateway
 
@@ -153,7 +177,8 @@ async def run_gateway(peer: SmscPeer, count: int, steady: int) -> tuple[dict, di
     gateway = await build_gateway(settings, migrate=True, clock=lambda: BENCH_NOW)
     fast_accounts = write_accounts(workdir / "fast.csv", 2_000_000_000, count)
     steady_accounts = write_accounts(workdir / "steady.csv", 2_100_000_000, steady)
-    for name in ("fast.csv", "steady.csv"):
+    two_accounts = write_accounts(workdir / "two.csv", 2_200_000_000, two)
+    for name in ("fast.csv", "steady.csv", "two.csv")[: 3 if two else 2]:
         await import_accounts(
             gateway.store, workdir / name, settings.gateway.account_pattern, BENCH_NOW
         )
@@ -169,6 +194,18 @@ async def run_gateway(peer: SmscPeer, count: int, steady: int) -> tuple[dict, di
         paced = await burst(peer, [f"{a} 1060" for a in steady_accounts], "7936", rate=200)
     finally:
         await adapter.stop(5.0)
+    doubled: dict | None = None
+    if two:
+        await peer.wait_for(lambda e: e.get("event") == "close", timeout=5)
+        peer.events.clear()
+        adapter = smpp_adapter(gateway, two_binds(peer.port))
+        await adapter.start()
+        await peer.wait_bound(count=2)
+        try:
+            texts = [f"{a} 1070" for a in two_accounts]
+            doubled = await burst(peer, texts, "7946", all_sessions=True)
+        finally:
+            await adapter.stop(5.0)
     from sqlalchemy import func, select
 
     from adapters.db.schema import readings
@@ -178,7 +215,7 @@ async def run_gateway(peer: SmscPeer, count: int, steady: int) -> tuple[dict, di
             (await tx.conn.execute(select(func.count()).select_from(readings))).scalar_one()
         )
     await gateway.aclose()
-    return fast, paced, booked
+    return fast, paced, doubled, booked
 
 
 def line(name: str, result: dict) -> str:
@@ -196,6 +233,7 @@ async def main() -> None:
     parser.add_argument("--count", type=int, default=5000, help="MO per throughput run")
     parser.add_argument("--gateway-count", type=int, default=0, help="MO for the gateway run")
     parser.add_argument("--steady", type=int, default=1000, help="MO in the 200 MO/s run")
+    parser.add_argument("--two-binds", type=int, default=-1, help="MO for the two-bind run")
     parser.add_argument(
         "--window", type=int, default=WINDOW, help="deliver_sm the SMSC leaves unanswered"
     )
@@ -218,7 +256,8 @@ async def main() -> None:
         raw = await run_raw(peer, args.count)
         memory = await run_memory_adapter(peer, args.count)
         gateway_count = args.gateway_count or args.count
-        fast, paced, booked = await run_gateway(peer, gateway_count, args.steady)
+        two = gateway_count if args.two_binds < 0 else args.two_binds
+        fast, paced, doubled, booked = await run_gateway(peer, gateway_count, args.steady, two)
     finally:
         await peer.close()
     print(
@@ -229,10 +268,14 @@ async def main() -> None:
     print(line("adapter, memory ports", memory))
     print(line(f"gateway (SQLite) x{gateway_count}", fast))
     print(line("gateway @ 200 MO/s", paced))
+    if doubled is not None:
+        print(line(f"two binds x{two}", doubled))
     print(f"adapter / raw ratio    {memory['rate'] / raw['rate']:.2f}")
     print(f"gateway / raw ratio    {fast['rate'] / raw['rate']:.2f}")
     print(f"raw / gateway CPU      {raw['cpu_us'] / fast['cpu_us']:.2f} (CPU per MO, inverted)")
-    print(f"readings booked        {booked} of {gateway_count + args.steady}")
+    if doubled is not None:
+        print(f"two binds / one bind   {doubled['rate'] / fast['rate']:.2f}")
+    print(f"readings booked        {booked} of {gateway_count + args.steady + two}")
     print(f"total bench time       {time.monotonic() - started:.1f} s")
 
 

@@ -78,13 +78,14 @@ class Link:
             metrics.smpp_submits.labels(self.name, "failed") if metrics else None
         )
         self.mo_metric: Any = metrics.smpp_mo.labels(self.name) if metrics else None
-        self.window_metric: Any = metrics.smpp_window.labels(self.name) if metrics else None
+        if metrics is not None:
+            # Read when scraped: setting a gauge twice per reply cost more than it told.
+            metrics.smpp_window.labels(self.name).set_function(lambda: self.in_flight)
+        # Kept by set_session_state: read for every reply.
+        self.bound = False
+        self._transmitter: SmppLink | None = None
 
     # -- state -------------------------------------------------------------------------
-
-    @property
-    def bound(self) -> bool:
-        return all(state == "bound" for state in self.session_state.values())
 
     @property
     def state(self) -> str:
@@ -97,6 +98,10 @@ class Link:
     def set_session_state(self, session: SmppLink, state: str) -> None:
         was_bound = self.bound
         self.session_state[session] = state
+        self.bound = all(one == "bound" for one in self.session_state.values())
+        self._transmitter = (
+            next((s for s in self.sessions if s.transmits), None) if self.bound else None
+        )
         if self.bound and not was_bound:
             self.bound_since = time.time()
             self.last_error = None
@@ -107,9 +112,7 @@ class Link:
 
     def transmitter(self) -> SmppLink | None:
         """The session that carries submit_sm, if this link is bound."""
-        if not self.bound:
-            return None
-        return next((s for s in self.sessions if s.transmits), None)
+        return self._transmitter
 
     def can_send_now(self) -> bool:
         """Bound, not throttled and a window slot free: a reply may go out at once."""
@@ -140,14 +143,10 @@ class Link:
     def taken(self) -> None:
         """A submit_sm is in flight on this link."""
         self.in_flight += 1
-        if self.window_metric is not None:
-            self.window_metric.set(self.in_flight)
 
     def given(self) -> None:
         self.in_flight -= 1
         self.window.give()
-        if self.window_metric is not None:
-            self.window_metric.set(self.in_flight)
 
     def judge(self, status: int | None) -> str:
         """What a submit_sm's outcome means for its reply: "sent", "again" (throttled:

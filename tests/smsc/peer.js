@@ -182,7 +182,7 @@ function on_session(session) {
   session.on('submit_sm', (pdu) => on_submit(session, pdu));
   session.on('deliver_sm_resp', (pdu) => {
     if (mo_queue) mo_queue.on_resp(session, pdu);
-    else if (burst) burst.on_resp(pdu);
+    else if (burst) burst.on_resp(session, pdu);
   });
   session.on('error', (error) => emit({ event: 'session_error', error: String(error) }));
   session.on('close', () => {
@@ -215,10 +215,11 @@ function deliver(command, session) {
   return pdu.sequence_number;
 }
 
-// Pushes `count` deliver_sm with at most `window` unanswered, optionally paced at
-// `rate` per second, and measures the time from each deliver_sm to the submit_sm that
-// answers it (matched by the subscriber number, one number per MO).
-function start_burst(command, session) {
+// Pushes `count` deliver_sm with at most `window` unanswered per session, optionally
+// paced at `rate` per second, and measures the time from each deliver_sm to the
+// submit_sm that answers it (matched by the subscriber number, one number per MO).
+// `sessions`: one, or (`all_sessions`) every bound receiver in turn.
+function start_burst(command, sessions) {
   const count = command.count;
   const window = command.window || 50;
   const rate = command.rate || 0;
@@ -226,10 +227,12 @@ function start_burst(command, session) {
   const sent_at = new Map();
   const latencies = [];
   // deliver_sm -> deliver_sm_resp, by sequence number: how long the ESME holds an MO.
-  const ack_sent_at = new Map();
+  const ack_sent_at = new Map(); // session -> Map(sequence -> time)
+  for (const one of sessions) ack_sent_at.set(one, new Map());
   const ack_latencies = [];
   let sent = 0;
-  let outstanding = 0;
+  const outstanding = new Map(sessions.map((one) => [one, 0]));
+  let turn = 0;
   let acked = 0;
   let nacked = 0;
   let replies = 0;
@@ -237,11 +240,12 @@ function start_burst(command, session) {
   let last_reply = started;
   const state = {
     report_resps: false,
-    on_resp(pdu) {
-      outstanding -= 1;
-      const at = ack_sent_at.get(pdu.sequence_number);
+    on_resp(session, pdu) {
+      if (!outstanding.has(session)) return;
+      outstanding.set(session, outstanding.get(session) - 1);
+      const at = ack_sent_at.get(session).get(pdu.sequence_number);
       if (at !== undefined) {
-        ack_sent_at.delete(pdu.sequence_number);
+        ack_sent_at.get(session).delete(pdu.sequence_number);
         ack_latencies.push(Number(process.hrtime.bigint() - at) / 1e6);
       }
       if (pdu.command_status === 0) acked += 1;
@@ -262,10 +266,21 @@ function start_burst(command, session) {
   function number(i) {
     return prefix + String(i).padStart(11 - prefix.length, '0');
   }
-  function send_one() {
+  // The next session (in turn) with room in its window, or null.
+  function next_session() {
+    for (let k = 0; k < sessions.length; k += 1) {
+      const session = sessions[(turn + k) % sessions.length];
+      if (outstanding.get(session) < window) {
+        turn = (turn + k + 1) % sessions.length;
+        return session;
+      }
+    }
+    return null;
+  }
+  function send_one(session) {
     const i = sent;
     sent += 1;
-    outstanding += 1;
+    outstanding.set(session, outstanding.get(session) + 1);
     const phone = number(i);
     const text = command.texts[i % command.texts.length];
     sent_at.set(phone, process.hrtime.bigint());
@@ -278,12 +293,16 @@ function start_burst(command, session) {
       short_message: Buffer.from(text, 'latin1'),
     });
     session.send(deliver);
-    ack_sent_at.set(deliver.sequence_number, process.hrtime.bigint());
+    ack_sent_at.get(session).set(deliver.sequence_number, process.hrtime.bigint());
   }
   let timer = null;
   function pump() {
     if (rate) return;
-    while (sent < count && outstanding < window) send_one();
+    while (sent < count) {
+      const session = next_session();
+      if (!session) break;
+      send_one(session);
+    }
   }
   function finish() {
     if (timer) clearInterval(timer);
@@ -306,7 +325,11 @@ function start_burst(command, session) {
     // Paced: a 10 ms tick sends what is due, still never beyond the window.
     timer = setInterval(() => {
       const due = Math.floor((Number(process.hrtime.bigint() - started) / 1e9) * rate);
-      while (sent < count && sent < due && outstanding < window) send_one();
+      while (sent < count && sent < due) {
+        const session = next_session();
+        if (!session) break;
+        send_one(session);
+      }
     }, 10);
   } else {
     pump();
@@ -465,7 +488,7 @@ const commands = {
   burst(command) {
     const targets = bound_sessions(true);
     if (!targets.length) return { error: 'no bound receiver' };
-    start_burst(command, targets[targets.length - 1]);
+    start_burst(command, command.all_sessions ? targets : [targets[targets.length - 1]]);
     return { started: true };
   },
   queue(command) {
