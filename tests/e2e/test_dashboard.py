@@ -156,3 +156,84 @@ async def test_ops_logs_in_sees_the_webhook_message_and_finds_it_by_phone(
     assert screenshot.stat().st_size > 10_000
     if keep := os.environ.get("SMS_GATEWAY_KEEP_SCREENSHOT"):
         shutil.copy(screenshot, keep)
+
+
+@pytest.mark.smsc
+async def test_ops_sees_each_smpp_link_with_its_state_and_rate(
+    chromium, sqlite_url, settings_for, gateway_factory, tmp_path
+):
+    """Two links of a real adapter: MTS bound to a node-smpp SMSC, Beeline pointed at a
+    port nobody listens on. The dashboard lists both with their states, and MTS's
+    MO per minute from the message log."""
+    import asyncio
+    import dataclasses
+    import socket
+
+    from playwright.async_api import async_playwright
+
+    from sms_gateway.config import link_from_defaults
+    from sms_gateway.runner import smpp_adapter
+    from tests.integration.smpp_support import SmscPeer, require_peer, smpp_settings
+
+    require_peer()
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        dead_port = probe.getsockname()[1]
+    gateway = await gateway_factory(settings_for(sqlite_url, ops={"token": OPS_TOKEN}))
+    peer = await SmscPeer.start()
+    base = smpp_settings(peer.port)
+    adapter = smpp_adapter(
+        gateway,
+        dataclasses.replace(
+            base,
+            links=(
+                link_from_defaults(base, {"name": "mts", "port": peer.port}),
+                link_from_defaults(base, {"name": "beeline", "port": dead_port}),
+            ),
+        ),
+    )
+    await adapter.start()
+    runner = web.AppRunner(
+        create_app(gateway, link_state=lambda: adapter.state, links=adapter.links_status),
+        access_log=None,
+    )
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    served = f"http://{host}:{port}"
+    try:
+        await peer.wait_bound()
+        for i in range(10):
+            sequence = await peer.deliver(b"1234567833 1250", source_addr=f"7916000{i:04d}")
+            await peer.deliver_resp(sequence)
+        await peer.wait_count(lambda e: e.get("command") == "submit_sm", 10)
+        await asyncio.sleep(0.3)  # the last "sent" marks
+        async with async_playwright() as playwright:
+            browser = await playwright.chromium.launch_persistent_context(
+                str(tmp_path / "profile"),
+                executable_path=str(chromium),
+                headless=True,
+                args=CHROMIUM_ARGS,
+            )
+            try:
+                page = await browser.new_page()
+                await page.goto(served + "/login")
+                await page.get_by_label("Ops token").fill(OPS_TOKEN)
+                await page.get_by_role("button", name="Sign in").click()
+                await page.wait_for_url(served + "/")
+                mts = page.locator('#links tr[data-link="mts"] td')
+                beeline = page.locator('#links tr[data-link="beeline"] td')
+                mts_cells = [await cell.inner_text() for cell in await mts.all()]
+                beeline_cells = [await cell.inner_text() for cell in await beeline.all()]
+                assert "connecting" == await page.locator("#smpp-state").inner_text()
+            finally:
+                await browser.close()
+    finally:
+        await runner.cleanup()
+        await adapter.stop(1.0)
+        await peer.close()
+    assert ["mts", "mts", "bound"] == mts_cells[:3]
+    assert ("2.0", "2.0") == (mts_cells[5], mts_cells[6])  # 10 MO and 10 replies in 5 min
+    assert ["beeline", "beeline", "connecting", "—"] == beeline_cells[:4]
+    assert "refused" in beeline_cells[7].lower(), beeline_cells
