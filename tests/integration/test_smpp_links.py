@@ -210,6 +210,34 @@ async def test_a_group_of_two_binds_fails_over_to_the_live_one(peers, gateway, s
     await until(recorded)
 
 
+async def test_replies_spread_over_the_binds_of_a_group_when_one_is_full(
+    peers, gateway, started
+) -> None:
+    """40 replies to MO that came in on agg_1 (window 4): agg_1 carries what its window
+    holds, the rest goes to agg_2, the bind with the fewest in flight."""
+    aggregator, _ = peers
+    adapter = await started(
+        links_settings(
+            [
+                {"name": "agg_1", "group": "agg", "port": aggregator.port, "system_id": "agg1"},
+                {"name": "agg_2", "group": "agg", "port": aggregator.port, "system_id": "agg2"},
+            ],
+            window=4,
+        )
+    )
+    await bound(adapter, "agg_1", "agg_2")
+    await asyncio.gather(
+        *(
+            gateway.pipeline.handle(_inbound(f"791600{i:05d}", "1234567833 1234", "agg_1", "agg"))
+            for i in range(40)
+        )
+    )
+    submits = await aggregator.wait_count(lambda e: e.get("command") == "submit_sm", 40)
+    by_bind = {esme: sum(1 for s in submits if s["esme"] == esme) for esme in ("agg1", "agg2")}
+    assert by_bind["agg1"] > 0 and by_bind["agg2"] > 0, by_bind
+    assert 40 == sum(by_bind.values())
+
+
 async def test_throttling_slows_only_the_link_that_is_throttled(peers, gateway, started) -> None:
     """MTS answers ESME_RTHROTTLED five times: its reply waits out its back-off, while
     Beeline's reply, sent at the same moment, goes at once."""
