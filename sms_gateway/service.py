@@ -35,6 +35,7 @@ from sms_gateway.domain.model import (
     InboundSms,
     Meter,
     Outcome,
+    PreviousReading,
     Reply,
     Zone,
 )
@@ -573,10 +574,32 @@ class GatewayService:
         if self.rules.require_registered_phone and phone not in account.phones:
             return _Outcome(self._context(Outcome.PHONE_NOT_REGISTERED, account=name), account=name)
         latest: BookedReading | None = None
+        billing: tuple[Meter, PreviousReading] | None = None
         for meter in account.meters:
-            reading = tx.latest_reading(meter)
+            reading, newer_in_billing = tx.latest_known(meter)
             if reading is not None and (latest is None or reading.period > latest.period):
                 latest = reading
+            if newer_in_billing is not None and (
+                billing is None or newer_in_billing.read_on > billing[1].read_on
+            ):
+                billing = (meter, newer_in_billing)
+        if billing is not None and (
+            latest is None or billing[1].read_on >= latest.submitted_at.date()
+        ):
+            # Billing knows a newer reading (the web cabinet, the app, an inspector).
+            meter, known = billing
+            return _Outcome(
+                self._context(
+                    Outcome.LAST_READING,
+                    account=name,
+                    meters=account.meters,
+                    meter=meter,
+                    last_values=known.values,
+                    last_read_on=known.read_on,
+                    last_from_billing=True,
+                ),
+                account=name,
+            )
         return _Outcome(
             self._context(
                 Outcome.LAST_READING,

@@ -302,16 +302,34 @@ class BatchUnit:
         if earlier:
             latest = max(earlier, key=lambda r: r.period)
             booked = PreviousReading(latest.values, latest.submitted_at.date())
-        imported = (
-            PreviousReading(meter.last_values, meter.last_read_on)
-            if meter.last_values is not None and meter.last_read_on is not None
-            else None
-        )
+        billing = billing_reading(meter)
+        this_period = self._readings(meter).get(before_period)
+        if (
+            billing is not None
+            and this_period is not None
+            and billing.read_on >= this_period.submitted_at.date()
+        ):
+            # Our own booking for this period, back from billing after the export: a
+            # correction is compared with what came before it, not with itself.
+            billing = None
         if booked is None:
-            return imported
-        if imported is None or booked.read_on >= imported.read_on:
+            return billing
+        # Billing is the source of truth: on the same date its reading wins; an older
+        # one never overrides a newer booking.
+        if billing is None or booked.read_on > billing.read_on:
             return booked
-        return imported
+        return billing
+
+    def latest_known(self, meter: Meter) -> tuple[BookedReading | None, PreviousReading | None]:
+        """The meter's latest booking, and billing's reading when it is newer (or of
+        the same date) than that booking: what LAST reports."""
+        booked = self.latest_reading(meter)
+        billing = billing_reading(meter)
+        if billing is not None and (
+            booked is None or billing.read_on >= booked.submitted_at.date()
+        ):
+            return booked, billing
+        return booked, None
 
     def reading_in_period(self, meter: Meter, period: str) -> BookedReading | None:
         return self._readings(meter).get(period)
@@ -480,3 +498,10 @@ class BatchUnit:
             ids = {(row.reply_to, row.reply_index): int(row.id) for row in result}
             for reply in self.replies:
                 reply.id = ids[reply.inbound_id, reply.reply_index]
+
+
+def billing_reading(meter: Meter) -> PreviousReading | None:
+    """Billing's latest reading of the meter, as the accounts file gave it."""
+    if meter.last_values is None or meter.last_read_on is None:
+        return None
+    return PreviousReading(meter.last_values, meter.last_read_on, from_billing=True)

@@ -617,6 +617,60 @@ class StoreTransaction:
             )
         return out
 
+    async def meters_of_account(self, account: str) -> list[dict[str, Any]]:
+        """Each meter with billing's latest reading (the accounts file) and the latest
+        booked here, and which of them the next SMS is compared with: where they
+        differ, ops see both."""
+        meter_rows = (
+            await self.conn.execute(
+                select(meters).where(meters.c.account == account).order_by(meters.c.serial)
+            )
+        ).all()
+        out = []
+        for row in meter_rows:
+            latest = (
+                await self.conn.execute(
+                    select(readings)
+                    .where(readings.c.meter_id == row.id)
+                    .order_by(readings.c.period.desc())
+                    .limit(1)
+                )
+            ).first()
+            billing = None
+            if row.last_read_on is not None and row.last_t1 is not None:
+                billing = {
+                    "values": [row.last_t1, row.last_t2, row.last_t3][: row.zones],
+                    "read_on": row.last_read_on.isoformat(),
+                }
+            booked = None
+            if latest is not None:
+                booked = {
+                    "period": latest.period,
+                    "values": list(_values(latest, row.zones)),
+                    "submitted_at": from_db_time(latest.submitted_at).isoformat(),
+                    "channel": latest.channel,
+                }
+            compared_with = None
+            if billing is not None and (
+                latest is None or row.last_read_on >= from_db_time(latest.submitted_at).date()
+            ):
+                compared_with = "billing"
+            elif latest is not None:
+                compared_with = "booked"
+            out.append(
+                {
+                    "meter_serial": row.serial,
+                    "zones": row.zones,
+                    "billing": billing,
+                    "latest_booked": booked,
+                    "compared_with": compared_with,
+                    "differ": billing is not None
+                    and booked is not None
+                    and billing["values"] != booked["values"],
+                }
+            )
+        return out
+
     async def count_accounts(self) -> int:
         result = await self.conn.execute(select(func.count()).select_from(accounts))
         return int(result.scalar_one())

@@ -150,7 +150,10 @@ async def account_readings(request: web.Request) -> web.Response:
         raise NotFound(f"unknown account {account}")
     async with store.reader() as tx:
         history = await tx.readings_of_account(account)
-    return web.json_response({"account": account, "readings": history}, dumps=_dumps)
+        known = await tx.meters_of_account(account)
+    return web.json_response(
+        {"account": account, "readings": history, "meters": known}, dumps=_dumps
+    )
 
 
 async def export(request: web.Request) -> web.StreamResponse:

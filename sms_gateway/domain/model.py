@@ -136,10 +136,13 @@ class BookedReading:
 
 @dataclass(frozen=True, slots=True)
 class PreviousReading:
-    """The reading consumption is computed against: booked earlier or imported."""
+    """The reading consumption is computed against: booked earlier, or billing's latest
+    (the accounts file's last_t1..3 and last_read_on: also readings from the web
+    cabinet, the app, smart meters, inspectors)."""
 
     values: tuple[int, ...]
     read_on: date
+    from_billing: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,7 @@ import unicodedata
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
+from datetime import date
 
 from sms_gateway.domain.model import Meter, Outcome, Zone
 from sms_gateway.domain.parsed import Command, ParseFailure, ParseFailureReason
@@ -52,6 +53,9 @@ class ReplyContext:
     meter_reference: str | None = None
     last_period: str | None = None
     last_values: tuple[int, ...] | None = None
+    # LAST: billing's reading is newer than any booked here (another channel's).
+    last_read_on: date | None = None
+    last_from_billing: bool = False
     window_start_day: int = 15
     window_end_day: int = 25
     # The command being answered, where the reply is about a command (LAST, REG).
@@ -225,6 +229,17 @@ def _help(ctx: ReplyContext, locale: str) -> list[str]:
 
 
 def _last_reading(ctx: ReplyContext, locale: str) -> list[str]:
+    if ctx.last_values is not None and ctx.last_from_billing and ctx.last_read_on is not None:
+        values = _values(ctx.last_values, locale, None)
+        when = ctx.last_read_on.strftime("%d.%m.%Y")
+        if locale == "en":
+            return [f"Account {ctx.account}, last reading (billing, {when}): {values}."]
+        return [
+            f"ЛС {ctx.account}, последние показания по данным расчётного центра "
+            f"на {when}: {values}.",
+            f"ЛС {ctx.account}, по данным расчётного центра на {when}: {values}",
+            f"ЛС {ctx.account}, {when}: {values}",
+        ]
     if ctx.last_values is None:
         if locale == "en":
             return [f"No readings yet for account {ctx.account}. Send: {_hint(ctx, locale)}"]
@@ -506,6 +521,21 @@ def _lower_than_previous(ctx: ReplyContext, locale: str) -> list[str]:
     new, old = d.values[index], d.previous.values[index]
     when = d.previous.read_on.strftime("%d.%m.%Y")
     label_part = f"{label} " if label else ""
+    if d.previous.from_billing:
+        # Not ours: the subscriber may have sent it through the web cabinet or the app,
+        # or an inspector read it. Say where it comes from.
+        if locale == "en":
+            return [
+                f"{label_part}{new} is lower than the previous reading {old} "
+                f"({when}, from billing). Check and send again: {_hint(ctx, locale)}",
+            ]
+        return [
+            f"{label_part}{new} меньше прошлого показания {old} (на {when} по данным "
+            f"расчётного центра). Проверьте и отправьте снова: {_hint(ctx, locale)}",
+            f"{label_part}{new} меньше прошлого {old} (расчётный центр, {when}). "
+            f"Отправьте: {_hint(ctx, locale)}",
+            f"{label_part}{new} меньше прошлого {old} ({when}). Отправьте: {_hint(ctx, locale)}",
+        ]
     if locale == "en":
         return [
             f"{label_part}{new} is lower than the previous reading {old} ({when}). "

@@ -409,6 +409,23 @@ async def test_account_readings_history(ops, clock):
                 "channel": "cli",
             }
         ],
+        # Billing's reading (the accounts file) is older than the SMS: the SMS's is the
+        # one the next SMS is compared with; they differ, so ops see both.
+        "meters": [
+            {
+                "meter_serial": "12345678",
+                "zones": 2,
+                "billing": {"values": [5400, 2100], "read_on": "2026-10-20"},
+                "latest_booked": {
+                    "period": "2026-11",
+                    "values": [5500, 2150],
+                    "submitted_at": "2026-11-18T09:00:00+00:00",
+                    "channel": "cli",
+                },
+                "compared_with": "booked",
+                "differ": True,
+            }
+        ],
     } == await response.json()
 
 
