@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import secrets
 import signal
+import sys
 import time
 from collections import deque
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
 
 import structlog
 from aiohttp import web
@@ -145,6 +148,46 @@ def smpp_adapter(gateway: Gateway, smpp_settings: SmppSettings) -> SmppAdapter:
     return adapter
 
 
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
+
+
+def ops_token_for_run(settings: Settings) -> tuple[Settings, str | None]:
+    """(settings to serve with, the token made for this run or None).
+
+    On a loopback address nobody else can reach, a missing `[ops] token` would only
+    lock the person who just ran `serve` out of their own dashboard: a random token
+    for this run lets them in. Anywhere else an unset token keeps the ops API shut.
+    """
+    if settings.ops.token:
+        return settings, None
+    if settings.http.host not in LOOPBACK_HOSTS:
+        log.warning(
+            "ops_api_closed",
+            reason="no [ops] token is configured; the ops API and dashboard refuse everyone",
+            host=settings.http.host,
+        )
+        return settings, None
+    token = secrets.token_urlsafe(24)
+    return settings.replace(ops={"token": token}), token
+
+
+def _announce_dashboard(settings: Settings, token: str) -> None:
+    """Show the one-run dashboard URL to the person at the terminal, never to the log."""
+    host = f"[{settings.http.host}]" if ":" in settings.http.host else settings.http.host
+    url = f"http://{host}:{settings.http.port}/login?{urlencode({'token': token})}"
+    fmt = settings.gateway.log_format
+    # JSON logs go to a collector, where a token would be a leaked secret; the console
+    # renderer is chosen as sms_gateway.logs.configure_logging chooses it.
+    if fmt == "console" or (fmt == "auto" and sys.stdout.isatty()):
+        log.info("ops_token_generated", note="valid until this process stops")
+        print(f"Ops dashboard (token for this run only): {url}", flush=True)
+    else:
+        log.warning(
+            "ops_token_generated",
+            note="shown only with console logs; set [ops] token to sign in",
+        )
+
+
 async def run_service(settings: Settings, stop: asyncio.Event | None = None) -> None:
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -152,6 +195,7 @@ async def run_service(settings: Settings, stop: asyncio.Event | None = None) -> 
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signum, stop.set)
 
+    settings, one_run_token = ops_token_for_run(settings)
     gateway = await build_gateway(settings, migrate=settings.database.upgrade_on_start)
     smpp: Any = smpp_adapter(gateway, settings.smpp) if settings.smpp.enabled else None
     registry = InstanceRegistry(
@@ -193,6 +237,8 @@ async def run_service(settings: Settings, stop: asyncio.Event | None = None) -> 
             twilio=settings.twilio.enabled,
             database=settings.database.url.split("://")[0],
         )
+        if one_run_token is not None:
+            _announce_dashboard(settings, one_run_token)
         await stop.wait()
         log.info("stopping")
     finally:

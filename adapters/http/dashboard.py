@@ -3,7 +3,11 @@
     GET  /          traffic per hour (inline SVG), outcome mix, latest conversations
                     with a search by phone or account, SMPP link state
     GET  /login     the token form;  POST /login sets the session cookie
+    GET  /login?token=...  the same as POST, so the one-run URL `serve` prints on
+                    127.0.0.1 (see sms_gateway/runner.py) opens the dashboard in one click
     POST /logout    ends the session
+
+Every word comes from adapters/http/texts.py in the `[gateway] locale`.
 
 Phone numbers show only their last 4 digits unless ops ticks "show full numbers"
 (`?reveal=1`, logged as an audit line).
@@ -28,6 +32,7 @@ from adapters.http import queries
 from adapters.http.api import OUTCOMES
 from adapters.http.auth import OpsAuth, client_address
 from adapters.http.keys import AUTH_KEY, GATEWAY_KEY, LINK_STATE_KEY, LINKS_KEY
+from adapters.http.texts import Texts, texts_for
 from sms_gateway import __version__
 from sms_gateway.domain.model import Outcome
 from sms_gateway.errors import TemporaryFailure
@@ -119,7 +124,9 @@ def hour_bars(counts: dict[datetime, int], now: datetime, zone: ZoneInfo) -> lis
     return bars
 
 
-def search_terms(q: str, account_pattern: str) -> tuple[str | None, str | None, str | None]:
+def search_terms(
+    q: str, account_pattern: str, texts: Texts
+) -> tuple[str | None, str | None, str | None]:
     """(phone, account, problem) for the search box: either may match."""
     text = q.strip()
     if not text:
@@ -131,7 +138,7 @@ def search_terms(q: str, account_pattern: str) -> tuple[str | None, str | None, 
     except InvalidPhone:
         phone = None
     if phone is None and account is None:
-        return None, None, f"“{text}” is neither a phone number nor an account number"
+        return None, None, texts.not_a_phone_or_account.format(text=text)
     return phone, account, None
 
 
@@ -141,17 +148,19 @@ async def dashboard(request: web.Request) -> web.StreamResponse:
         raise web.HTTPSeeOther("/login")
     gateway = request.app[GATEWAY_KEY]
     settings = gateway.settings
+    texts = texts_for(settings.gateway.locale)
     zone = ZoneInfo(settings.gateway.timezone)
     now = gateway.pipeline.clock()
     q = request.query.get("q", "")[:64]
     reveal = request.query.get("reveal") == "1"
     outcome = request.query.get("outcome") or None
-    phone, account, problem = search_terms(q, settings.gateway.account_pattern)
+    phone, account, problem = search_terms(q, settings.gateway.account_pattern, texts)
     if outcome is not None and outcome not in OUTCOMES:
-        problem, outcome = f"“{outcome[:32]}” is not an outcome", None
+        problem, outcome = texts.not_an_outcome.format(outcome=outcome[:32]), None
     if reveal:
         log.info("ops_revealed_phones", search=bool(q))
     context: dict[str, Any] = {
+        "t": texts,
         "version": __version__,
         "instance": settings.gateway.instance_name,
         "link_state": request.app[LINK_STATE_KEY](),
@@ -217,48 +226,52 @@ async def dashboard(request: web.Request) -> web.StreamResponse:
     return response
 
 
-async def login_form(request: web.Request) -> web.StreamResponse:
+def _login_page(request: web.Request, error: str | None, status: int = 200) -> web.Response:
     auth = request.app[AUTH_KEY]
-    if auth.authenticated(request):
-        raise web.HTTPSeeOther("/")
+    texts = texts_for(request.app[GATEWAY_KEY].settings.gateway.locale)
     return aiohttp_jinja2.render_template(
-        "login.html", request, {"error": None, "configured": auth.configured}
+        "login.html",
+        request,
+        {"t": texts, "error": error, "configured": auth.configured},
+        status=status,
     )
 
 
-async def login(request: web.Request) -> web.StreamResponse:
+async def _sign_in(request: web.Request, token: object) -> web.StreamResponse:
+    """Let the right token in with a session cookie; count and refuse anything else."""
     auth: OpsAuth = request.app[AUTH_KEY]
+    texts = texts_for(request.app[GATEWAY_KEY].settings.gateway.locale)
     address = client_address(request)
     wait_s = await auth.failed_attempts.retry_after(address)
     if wait_s is not None:
         log.warning("ops_login_throttled", retry_after_s=wait_s)
-        response = aiohttp_jinja2.render_template(
-            "login.html",
-            request,
-            {
-                "error": f"Too many wrong tokens. Try again in {math.ceil(wait_s / 60)} min.",
-                "configured": auth.configured,
-            },
-            status=429,
-        )
+        error = texts.too_many_tries.format(minutes=math.ceil(wait_s / 60))
+        response = _login_page(request, error, status=429)
         response.headers["Retry-After"] = str(wait_s)
         return response
-    form = await request.post()
-    token = form.get("token")
     if isinstance(token, str) and auth.token_matches(token.strip()):
         await auth.failed_attempts.succeeded(address)
+        # A redirect also takes a ?token= out of the address bar at once.
         response = web.HTTPSeeOther("/")
         auth.set_session_cookie(request, response)
         log.info("ops_login")
         raise response
     await auth.failed_attempts.failed(address)
     log.warning("ops_login_failed")
-    return aiohttp_jinja2.render_template(
-        "login.html",
-        request,
-        {"error": "That token is not right.", "configured": auth.configured},
-        status=401,
-    )
+    return _login_page(request, texts.wrong_token, status=401)
+
+
+async def login_form(request: web.Request) -> web.StreamResponse:
+    if "token" in request.query:
+        return await _sign_in(request, request.query["token"])
+    if request.app[AUTH_KEY].authenticated(request):
+        raise web.HTTPSeeOther("/")
+    return _login_page(request, None)
+
+
+async def login(request: web.Request) -> web.StreamResponse:
+    form = await request.post()
+    return await _sign_in(request, form.get("token"))
 
 
 async def logout(request: web.Request) -> web.StreamResponse:

@@ -126,6 +126,64 @@ async def test_empty_ops_token_locks_the_api(
     assert "no [ops] token is configured" in (await response.json())["error"]
 
 
+@pytest.mark.parametrize("host", ["0.0.0.0", "10.1.2.3", "gateway.example.ru"])
+async def test_no_token_on_a_non_loopback_host_keeps_the_ops_api_closed(
+    host, sqlite_url, settings_for, gateway_factory, aiohttp_client
+):
+    """`serve` on an address others can reach makes no token up: the settings stay
+    tokenless, a warning says the ops API is closed, and the API and login refuse all."""
+    from sms_gateway.runner import ops_token_for_run
+
+    with capture_logs() as logs:
+        settings, one_run_token = ops_token_for_run(settings_for(sqlite_url, http={"host": host}))
+    gateway = await gateway_factory(settings)
+    client = await aiohttp_client(create_app(gateway, link_state=lambda: "disabled"))
+
+    api = await client.get("/api/messages", headers={"Authorization": "Bearer "})
+    login = await client.get("/login?token=", allow_redirects=False)
+
+    assert (None, "") == (one_run_token, settings.ops.token)
+    assert [("ops_api_closed", "warning")] == [(e["event"], e["log_level"]) for e in logs]
+    assert (401, 401) == (api.status, login.status)
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1", "localhost"])
+async def test_no_token_on_loopback_gets_a_one_run_token_that_opens_the_dashboard(
+    host, sqlite_url, settings_for, gateway_factory, aiohttp_client
+):
+    """On a loopback address a missing token becomes a random one for this run: it opens
+    the API as a bearer and the dashboard through GET /login?token=..., which sets the
+    session cookie and redirects to /. Nothing is logged with it."""
+    from sms_gateway.runner import ops_token_for_run
+
+    with capture_logs() as logs:
+        settings, one_run_token = ops_token_for_run(settings_for(sqlite_url, http={"host": host}))
+        _again, other_token = ops_token_for_run(settings_for(sqlite_url, http={"host": host}))
+    gateway = await gateway_factory(settings)
+    client = await aiohttp_client(create_app(gateway, link_state=lambda: "disabled"))
+
+    api = await client.get("/api/messages", headers={"Authorization": f"Bearer {one_run_token}"})
+    wrong = await client.get("/login?token=guess", allow_redirects=False)
+    login = await client.get(f"/login?token={one_run_token}", allow_redirects=False)
+    page = await client.get("/", allow_redirects=False)
+
+    assert one_run_token is not None and len(one_run_token) >= 32
+    assert (one_run_token, False) == (settings.ops.token, one_run_token == other_token)
+    assert (200, 401) == (api.status, wrong.status)
+    assert (303, "/") == (login.status, login.headers["Location"])
+    assert 200 == page.status
+    assert one_run_token not in repr(logs)
+
+
+async def test_a_configured_token_is_never_replaced(settings_for, sqlite_url):
+    """With `[ops] token` set, `serve` uses it as it is, on loopback or not."""
+    from sms_gateway.runner import ops_token_for_run
+
+    settings = settings_for(sqlite_url, ops={"token": OPS_TOKEN})
+
+    assert (settings, None) == ops_token_for_run(settings)
+
+
 async def test_login_sets_a_strict_httponly_session_cookie_without_the_token(ops):
     """The login form answers a redirect with an HttpOnly, SameSite=Strict cookie that
     does not contain the token; the cookie then opens the API and the dashboard."""
@@ -169,7 +227,7 @@ async def test_wrong_login_is_401_and_a_forged_cookie_opens_nothing(ops):
     response = await client.post("/login", data={"token": "guess"}, allow_redirects=False)
     forged = await client.get("/api/messages", cookies={"ops_session": "99999999999.deadbeef"})
 
-    assert (401, True) == (response.status, "That token is not right." in await response.text())
+    assert (401, True) == (response.status, "Неверный токен." in await response.text())
     assert 401 == forged.status
 
 
@@ -200,7 +258,7 @@ async def test_guessing_the_token_is_throttled_per_address(ops):
     form = await client.post("/login", data={"token": OPS_TOKEN}, allow_redirects=False)
     api = await client.get("/api/messages", headers=BEARER)
 
-    assert (429, "Too many wrong tokens" in await form.text()) == (form.status, True)
+    assert (429, "Слишком много неверных попыток" in await form.text()) == (form.status, True)
     assert (429, str(15 * 60 - 3 * 60)) == (api.status, api.headers["Retry-After"])
     assert "too many wrong ops tokens" in (await api.json())["error"]
 
@@ -550,7 +608,7 @@ async def test_dashboard_search_by_phone_or_account(ops, clock):
 
     assert ("4440005556 3100" in by_phone, "1234567833 1250" in by_phone) == (True, False)
     assert ("1234567833 1250" in by_account, "4440005556 3100" in by_account) == (True, False)
-    assert "is neither a phone number nor an account number" in nonsense
+    assert "не номер телефона и не лицевой счёт" in nonsense
 
 
 async def test_dashboard_counts_per_hour_and_outcome_mix(ops, clock):
@@ -590,7 +648,7 @@ async def test_dashboard_filters_conversations_by_outcome(ops, clock):
 
     assert ("привет" in unparsed, "1234567833 1250" in unparsed) == (True, False)
     assert 'href="/?outcome=accepted"' in unparsed
-    assert "“bogus” is not an outcome" in bogus
+    assert "«bogus» — нет такого результата" in bogus
 
 
 async def test_message_texts_are_plain_utf8_json(ops, clock):
