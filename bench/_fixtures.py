@@ -66,3 +66,23 @@ def bench_time() -> datetime:
 
 def temp_dir() -> Path:
     return Path(tempfile.mkdtemp(prefix="smsgw-bench-"))
+
+
+def latin_texts(accounts: list[tuple[str, int]], count: int, round_no: int) -> list[str]:
+    """`count` valid readings in Latin-only shapes (the peer's burst sends latin1).
+
+    The values rise with `round_no` (10 kWh a round, 900 kWh at most): the same phone
+    sending again in a later round never sends the same text, which the SMPP
+    adapter's dedupe would take for a redelivery and not answer."""
+    rng = random.Random(round_no)
+    base = 1000 + round_no % 90 * 10
+    texts = []
+    for _ in range(count):
+        account, zones = rng.choice(accounts)
+        t1 = base + rng.randint(0, 9)
+        if zones == 1:
+            shape = rng.choice(["{a} {t1}", "{a}*{t1}", "LS {a} {t1} kwh"])
+        else:
+            shape = rng.choice(["{a} {t1} {t2}", "{a} T1 {t1} T2 {t2}", "{a} {t1}/{t2}"])
+        texts.append(shape.format(a=account, t1=t1, t2=500 + round_no % 90 * 5))
+    return texts

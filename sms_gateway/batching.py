@@ -1,8 +1,11 @@
 """One worker per queue, handing it whatever has queued up: the shape of group commit.
 
 Used by the inbound pipeline (whole batches of SMS in one transaction) and by the
-store's small writes. Nobody waits for a timer: idle, a batch holds one item; under
-load, everything that queued while the previous batch ran.
+store's small writes. By default nobody waits for a timer: idle, a batch holds one
+item; under load, everything that queued while the previous batch ran. With
+`linger_s`, a batch that is not full waits that long for company first: at a steady
+trickle (200 MO/s, one every 5 ms) batches of one cost a transaction each, and a few
+milliseconds of waiting share it (bench/soak.py measures both).
 """
 
 from __future__ import annotations
@@ -32,6 +35,9 @@ class BatchQueue(Generic[ItemT]):
     bad one gets `single_failure(item, error)`.
     """
 
+    # For queues built without linger_s (a bench sets it to compare).
+    default_linger_s = 0.0
+
     def __init__(
         self,
         run_batch: Callable[[list[ItemT]], Awaitable[None]],
@@ -39,11 +45,13 @@ class BatchQueue(Generic[ItemT]):
         *,
         max_batch: int,
         name: str,
+        linger_s: float | None = None,
     ) -> None:
         self._run_batch = run_batch
         self._single_failure = single_failure
         self.max_batch = max_batch
         self.name = name
+        self.linger_s = self.default_linger_s if linger_s is None else linger_s
         self._items: deque[ItemT] = deque()
         self._wakeup: asyncio.Event | None = None
         self._worker: asyncio.Task[None] | None = None
@@ -97,6 +105,8 @@ class BatchQueue(Generic[ItemT]):
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
+            if self.linger_s > 0 and len(self._items) < self.max_batch and not self._closed:
+                await asyncio.sleep(self.linger_s)
             size = min(self.max_batch, len(self._items))
             await self._run([self._items.popleft() for _ in range(size)])
 

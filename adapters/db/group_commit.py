@@ -36,8 +36,10 @@ class _Queued:
 class GroupCommit:
     def __init__(self, store: SqlStore, max_batch: int = 500) -> None:
         self.store = store
+        # Never lingers: work that can wait for company says so (ride_along), and
+        # the store waits for it where the other work is queued.
         self._queue: BatchQueue[_Queued] = BatchQueue(
-            self._commit, _log_failure, max_batch=max_batch, name="group-commit"
+            self._commit, _log_failure, max_batch=max_batch, name="group-commit", linger_s=0.0
         )
 
     async def run(self, operation: Callable[[Connection], T], ride_along: bool = False) -> T:
