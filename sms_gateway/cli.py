@@ -146,12 +146,29 @@ def send(
 @accounts_app.command("import")
 def accounts_import(
     file: Annotated[Path, typer.Argument(help="Accounts CSV (UTF-8, header row)")],
+    prune: Annotated[
+        bool,
+        typer.Option(
+            "--prune",
+            help="The file lists every account: close accounts and meters it does not list",
+        ),
+    ] = False,
     config: ConfigOption = None,
 ) -> None:
-    """Upsert accounts, meters and phones; a bad file is rejected whole."""
+    """Bring accounts, meters and phones in line with the file; a bad file is rejected whole."""
     settings = _settings(config)
     _configure_logs(settings, quiet=True)
-    progress = _TerminalProgress("import")
+    stages = {"check": _TerminalProgress("checking"), "write": _TerminalProgress("writing")}
+    current: list[str] = []
+
+    def progress(stage: str, done: int, total: int) -> None:
+        # One terminal line per stage: the check's line stays when the write begins.
+        if current and current[-1] != stage:
+            stages[current[-1]].finish()
+        if not current or current[-1] != stage:
+            current.append(stage)
+            stages[stage].started = time.monotonic()
+        stages[stage](done, total)
 
     async def _import() -> Any:
         from adapters.db.bulk import import_accounts
@@ -165,17 +182,18 @@ def accounts_import(
                 settings.gateway.account_pattern,
                 datetime.now(UTC),
                 progress=progress,
+                prune=prune,
             )
         finally:
             await gateway.aclose()
 
-    counts = _run(_import())
-    progress.finish()
-    typer.echo(
-        f"imported {counts.rows} rows: {counts.accounts_created} accounts created, "
-        f"{counts.meters_created} meters created, {counts.meters_updated} meters updated, "
-        f"{counts.phones_added} phones added"
-    )
+    try:
+        counts = _run(_import())
+    finally:
+        if current:
+            stages[current[-1]].finish()
+    for line in counts.summary():
+        typer.echo(line)
 
 
 @readings_app.command("export")

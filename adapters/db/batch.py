@@ -27,6 +27,7 @@ from sqlalchemy.sql.elements import BindParameter
 from adapters.db.prepared import Prepared
 from adapters.db.schema import (
     account_phones,
+    accounts,
     messages,
     pending_confirmations,
     phone_preferences,
@@ -78,9 +79,11 @@ _RECENT_TRAFFIC = Prepared(
         messages.c.created_at,
     ).where(messages.c.phone.in_(_PHONES), messages.c.created_at >= bindparam("since"))
 )
+# A phone's closed accounts (an import with --prune) are not its accounts any more.
 _PHONE_ACCOUNTS = Prepared(
     select(account_phones.c.phone, account_phones.c.account)
-    .where(account_phones.c.phone.in_(_PHONES))
+    .join(accounts, accounts.c.account == account_phones.c.account)
+    .where(account_phones.c.phone.in_(_PHONES), accounts.c.closed_at.is_(None))
     .order_by(account_phones.c.account)
 )
 _PREFERENCES = Prepared(

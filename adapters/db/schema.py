@@ -37,6 +37,9 @@ accounts = Table(
     metadata,
     Column("account", String(32), primary_key=True),
     Column("created_at", DateTime(), nullable=False),
+    # Set by an import with --prune when billing no longer lists the account; the
+    # SMS pipeline then treats it as unknown. History stays. NULL: open.
+    Column("closed_at", DateTime()),
 )
 
 meters = Table(
@@ -51,6 +54,8 @@ meters = Table(
     Column("last_t2", BigInteger),
     Column("last_t3", BigInteger),
     Column("last_read_on", Date),
+    # As accounts.closed_at: a meter billing no longer lists (replaced, removed).
+    Column("closed_at", DateTime()),
     UniqueConstraint("account", "serial"),
 )
 

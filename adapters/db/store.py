@@ -111,8 +111,16 @@ def booked_reading(meter: Meter, row: Any) -> BookedReading:
 
 
 _ACCOUNTS: BindParameter[Any] = bindparam("accounts", expanding=True)
+# Closed accounts and meters (an import with --prune) are unknown to the pipeline.
 _METERS_OF_ACCOUNTS = Prepared(
-    select(meters).where(meters.c.account.in_(_ACCOUNTS)).order_by(meters.c.id)
+    select(meters)
+    .join(accounts, accounts.c.account == meters.c.account)
+    .where(
+        meters.c.account.in_(_ACCOUNTS),
+        meters.c.closed_at.is_(None),
+        accounts.c.closed_at.is_(None),
+    )
+    .order_by(meters.c.id)
 )
 _PHONES_OF_ACCOUNTS = Prepared(
     select(account_phones.c.account, account_phones.c.phone).where(

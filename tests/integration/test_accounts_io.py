@@ -33,6 +33,24 @@ async def _counts(gateway):
         )
 
 
+def _summary(counts):
+    return {
+        "accounts": (
+            counts.accounts_created,
+            counts.accounts_updated,
+            counts.accounts_unchanged,
+            counts.accounts_closed,
+        ),
+        "meters": (
+            counts.meters_created,
+            counts.meters_updated,
+            counts.meters_unchanged,
+            counts.meters_closed,
+        ),
+        "phones": (counts.phones_added, counts.phones_unchanged),
+    }
+
+
 async def test_import_then_upsert(empty_gateway, tmp_path):
     """A second import updates meters in place and adds only new phones."""
     path = tmp_path / "a.csv"
@@ -44,25 +62,26 @@ async def test_import_then_upsert(empty_gateway, tmp_path):
         encoding="utf-8",
     )
     first = await import_accounts(empty_gateway.store, path, PATTERN, NOW)
-    assert (
-        first.rows,
-        first.accounts_created,
-        first.meters_created,
-        first.meters_updated,
-        first.phones_added,
-    ) == (3, 2, 3, 0, 3)
+    assert 3 == first.rows
+    assert {
+        "accounts": (2, 0, 0, 0),
+        "meters": (3, 0, 0, 0),
+        "phones": (3, 0),
+    } == _summary(first)
     path.write_text(
-        HEADER + "0012345678,111,1,5,+79161234567,150,,,2026-10-05\n" + "0012345678,444,1,5,,,,,\n",
+        HEADER
+        + "0012345678,111,1,5,+79161234567,150,,,2026-10-05\n"
+        + "0012345678,444,1,5,,,,,\n"
+        + "0012345678,222,2,6,,10,20,,2026-10-01\n",
         encoding="utf-8",
     )
     second = await import_accounts(empty_gateway.store, path, PATTERN, NOW)
-    assert (
-        second.rows,
-        second.accounts_created,
-        second.meters_created,
-        second.meters_updated,
-        second.phones_added,
-    ) == (2, 0, 1, 1, 0)
+    assert 3 == second.rows
+    assert {
+        "accounts": (0, 0, 1, 0),
+        "meters": (1, 1, 1, 0),
+        "phones": (0, 1),
+    } == _summary(second)
     assert await _counts(empty_gateway) == (2, 4, 3)
     async with empty_gateway.store.reader() as tx:
         loaded = await tx.load_accounts(["0012345678"])
@@ -107,17 +126,24 @@ async def test_bad_header_is_rejected(empty_gateway, tmp_path):
     assert caught.value.problems[0].startswith("line 1: header lacks column(s) meter_serial")
 
 
-async def test_large_import_is_batched_and_reports_progress(empty_gateway, tmp_path):
-    """5,000 rows go in batches; progress is reported per batch up to the total."""
+async def test_progress_is_reported_for_the_check_and_the_write(empty_gateway, tmp_path):
+    """25,000 rows: the check counts rows up to the file's total, then the write counts
+    up to its own total; both end complete."""
     path = tmp_path / "big.csv"
-    rows = [f"{7000000000 + i},{i},1,6,,{i},,,2026-10-01\n" for i in range(5000)]
+    rows = [f"{7000000000 + i},{i},1,6,,{i},,,2026-10-01\n" for i in range(25_000)]
     path.write_text(HEADER + "".join(rows), encoding="utf-8")
-    seen: list[tuple[int, int]] = []
+    seen: list[tuple[str, int, int]] = []
     counts = await import_accounts(
-        empty_gateway.store, path, PATTERN, NOW, progress=lambda d, t: seen.append((d, t))
+        empty_gateway.store, path, PATTERN, NOW, progress=lambda *a: seen.append(a)
     )
-    assert (counts.accounts_created, counts.meters_created) == (5000, 5000)
-    assert seen == [(2000, 5000), (4000, 5000), (5000, 5000)]
+    assert (counts.accounts_created, counts.meters_created) == (25_000, 25_000)
+    checks = [(done, total) for stage, done, total in seen if stage == "check"]
+    writes = [(done, total) for stage, done, total in seen if stage == "write"]
+    assert [10_000, 20_000, 25_000] == [done for done, _ in checks]
+    assert {25_000} == {total for _, total in checks}
+    assert writes[-1][0] == writes[-1][1]
+    assert len(writes) > 1
+    assert [stage for stage, *_ in seen] == sorted(stage for stage, *_ in seen)
 
 
 async def test_export_lists_the_periods_readings(db_url, settings_for, gateway_factory, clock):

@@ -22,9 +22,7 @@ async def billing_knows(gateway, serial: str, value: int, on: date) -> None:
     app, inspector) for this single-zone meter."""
     await gateway.store.run_transaction(
         lambda conn: conn.execute(
-            update(meters)
-            .where(meters.c.serial == serial)
-            .values(last_t1=value, last_read_on=on)
+            update(meters).where(meters.c.serial == serial).values(last_t1=value, last_read_on=on)
         )
     )
 
@@ -123,9 +121,7 @@ async def test_info_tells_billings_newer_reading_and_where_it_comes_from(gateway
     )
 
 
-async def test_a_correction_is_not_compared_with_its_own_booking_back_from_billing(
-    gateway, clock
-):
+async def test_a_correction_is_not_compared_with_its_own_booking_back_from_billing(gateway, clock):
     """The export sent billing our November booking; the nightly import brings it back
     as billing's latest (overwriting October's). A correction the next day is not
     compared with the reading it corrects: it is booked, with no consumption to show
