@@ -4,6 +4,7 @@
     GET /api/accounts/{account}/readings
     GET /api/readings/export?period=YYYY-MM
     GET /api/instances
+    POST /api/accounts/import[?prune=true]   text/csv body: the accounts file
 
 Every parameter is checked here and a bad one answers 400 saying what is wrong.
 The cursor is the id of the last item returned: the next page holds older rows.
@@ -11,6 +12,7 @@ The cursor is the id of the last item returned: the next page holds older rows.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import re
@@ -19,7 +21,7 @@ from typing import Any
 
 from aiohttp import web
 
-from adapters.db.bulk import readings_csv_chunks
+from adapters.db.bulk import ImportBusy, ImportRejected, import_accounts, readings_csv_chunks
 from adapters.db.store import StoredMessage
 from adapters.http.errors import BadInput, NotFound
 from adapters.http.keys import GATEWAY_KEY
@@ -188,8 +190,39 @@ async def list_instances(request: web.Request) -> web.Response:
     return web.json_response({"self": gateway.instance, "instances": rows}, dumps=_dumps)
 
 
+async def import_accounts_file(request: web.Request) -> web.Response:
+    """Billing pushes its accounts file: streamed (never held in memory), the same checks
+    and all-or-nothing promise as `sms-gateway accounts import`. 200 with the counts,
+    422 with the lines that are wrong, 409 while another import runs."""
+    if request.content_type not in ("text/csv", "text/plain"):
+        raise BadInput(f"expected a text/csv body, got {request.content_type or 'none'}")
+    prune = request.query.get("prune", "false").lower()
+    if prune not in ("true", "false", "1", "0"):
+        raise BadInput(f"prune: expected true or false, got {prune!r}")
+    gateway = request.app[GATEWAY_KEY]
+    try:
+        counts = await import_accounts(
+            gateway.store,
+            request.content.iter_any(),
+            gateway.settings.gateway.account_pattern,
+            datetime.now(UTC),
+            prune=prune in ("true", "1"),
+        )
+    except ImportRejected as rejected:
+        body = {
+            "error": "file rejected, nothing imported",
+            "problems": [{"line": p.line, "message": p.message} for p in rejected.shown],
+            "total_problems": rejected.total,
+        }
+        return web.json_response(body, status=422, dumps=_dumps)
+    except ImportBusy as busy:
+        return web.json_response({"error": str(busy) or "an import is running"}, status=409)
+    return web.json_response(dataclasses.asdict(counts), dumps=_dumps)
+
+
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/api/messages", list_messages)
     app.router.add_get("/api/accounts/{account}/readings", account_readings)
     app.router.add_get("/api/readings/export", export)
     app.router.add_get("/api/instances", list_instances)
+    app.router.add_post("/api/accounts/import", import_accounts_file)

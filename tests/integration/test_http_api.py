@@ -3,6 +3,7 @@ the login cookie and the dashboard page, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 from datetime import UTC, datetime, timedelta
 
@@ -688,3 +689,54 @@ async def test_instances_show_who_is_alive(ops):
     assert gateway.instance == body["self"]
     alive = {row["name"]: row["alive"] for row in body["instances"]}
     assert {gateway.instance: True, "gw-old": False} == alive
+
+
+# -- the accounts import over HTTP ----------------------------------------------------
+
+IMPORT_HEADER = "account,meter_serial,zones,digits,phones,last_t1,last_t2,last_t3,last_read_on\n"
+
+
+async def test_billing_pushes_its_accounts_file_over_http(ops):
+    """POST /api/accounts/import: closed without the token; a clean file answers the
+    counts; a bad one 422 with its lines and changes nothing; a second import while one
+    runs 409."""
+    client, gateway = ops
+    body = IMPORT_HEADER + "9876543210,99887766,1,5,+79165550000,100,,,2026-11-01\n"
+    assert 401 == (await client.post("/api/accounts/import", data=body)).status
+    headers = {**BEARER, "Content-Type": "text/csv"}
+    done = await client.post("/api/accounts/import", data=body, headers=headers)
+    assert 200 == done.status
+    counts = await done.json()
+    assert (1, 1, 1, 1) == (
+        counts["rows"], counts["accounts_created"], counts["meters_created"], counts["phones_added"]
+    )  # fmt: skip
+
+    bad = IMPORT_HEADER + "9876543211,1,1,5,,100,,,2026-11-01\n" + "9876543212,2,4,5,,,,,\n"
+    rejected = await client.post("/api/accounts/import", data=bad, headers=headers)
+    assert 422 == rejected.status
+    answer = await rejected.json()
+    assert [3] == [problem["line"] for problem in answer["problems"]], answer
+    assert 1 == answer["total_problems"]
+    async with gateway.store.reader() as tx:
+        assert 6 + 1 == await tx.count_accounts()  # the 6 demo accounts and the first file's
+
+    wrong_type = await client.post(
+        "/api/accounts/import", data=body, headers={**BEARER, "Content-Type": "application/json"}
+    )
+    assert 400 == wrong_type.status
+
+    release = asyncio.Event()
+
+    async def slow_body():
+        yield IMPORT_HEADER.encode()
+        await release.wait()
+        yield b"9876543213,3,1,5,,,,,\n"
+
+    first = asyncio.create_task(
+        client.post("/api/accounts/import", data=slow_body(), headers=headers)
+    )
+    await asyncio.sleep(0.5)
+    second = await client.post("/api/accounts/import", data=body, headers=headers)
+    release.set()
+    assert 409 == second.status, await second.text()
+    assert 200 == (await first).status
