@@ -35,7 +35,7 @@ from adapters.smpp.link import (
     SubmitResult,
 )
 from adapters.smpp.links import Link, LinkSet
-from adapters.smpp.outbound import Outbound
+from adapters.smpp.outbound import OUTBOX_POLL_S, Outbound
 from adapters.smpp.reassembly import MemoryPartStore, PartStore
 from sms_gateway.config import SmppSettings
 from sms_gateway.metrics import GatewayMetrics
@@ -44,7 +44,6 @@ from sms_gateway.ports import InboundPipeline, OutboundSms, Outbox
 log = structlog.get_logger("adapters.smpp")
 
 HOUSEKEEPING_S = 0.1
-OUTBOX_POLL_S = 1.0
 
 
 class SmppAdapter:
