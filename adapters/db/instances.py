@@ -236,9 +236,3 @@ class InstanceRegistry:
             return taken
 
         return await self.store.run_transaction(work)
-
-    async def list(self) -> list[dict[str, object]]:
-        """Every instance row, for /health and the ops API."""
-        async with self.store.reader() as tx:
-            result = await tx.conn.execute(select(instances).order_by(instances.c.name))
-            return [dict(row._mapping) for row in result]

@@ -187,9 +187,6 @@ class LinkSet:
             self._groups.setdefault(link.group, []).append(link)
         self._fallbacks = {group: settings.group(group).fallback_groups for group in self._groups}
 
-    def groups(self) -> list[str]:
-        return list(self._groups)
-
     def route(self, group: str | None, preferred: str | None = None) -> Link | None:
         """The link for a reply of `group` whose MO came on `preferred` (see the module
         docstring); None when no link of the group, or of its fallbacks, is bound."""
