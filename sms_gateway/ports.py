@@ -56,15 +56,16 @@ class InboundPipeline(Protocol):
     def receive(
         self, inbound: InboundSms, acknowledge: Callable[[AcceptedInbound], None]
     ) -> asyncio.Future[Reply]:
-        """accept, then `acknowledge(accepted)`, then process: for transports that
-        acknowledge a message once it is stored and answer it later (SMPP). One call
-        instead of two; the same order and the same guarantees. It returns at once:
-        the future holds the Reply (or the error); cancelling it before the
-        acknowledgement leaves the message unacknowledged.
+        """Store and process in one transaction, then `acknowledge(accepted)`, then the
+        Reply: for transports that acknowledge a message once it is stored (SMPP). It
+        returns at once: the future holds the Reply (or the error).
 
         An error before `acknowledge` was called: the message is not stored (do not
-        acknowledge it). After: it is stored, and recovery processes it later. Raises
-        TemporaryFailure at once when the pipeline is shutting down.
+        acknowledge it). Should processing fail, the message is stored alone,
+        acknowledged, and the error follows (recovery processes it later). An
+        acknowledge that raises, or a caller cancelled before it, leaves the message
+        handled and in doubt: the SMSC's redelivery of it gets no second reply.
+        Raises TemporaryFailure at once when the pipeline is shutting down.
         """
         ...
 

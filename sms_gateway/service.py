@@ -168,6 +168,7 @@ class GatewayService:
         self._queued_channels = QUEUED_CHANNELS | (
             {"twilio"} if settings.twilio.reply_mode == "rest" else set()
         )
+        self._background: set[asyncio.Task[None]] = set()
         self._jobs: BatchQueue[_Job] = BatchQueue(
             self._run_batch, self._job_failed, max_batch=self.max_batch, name="gateway-batches"
         )
@@ -202,8 +203,10 @@ class GatewayService:
     def receive(
         self, inbound: InboundSms, acknowledge: Callable[[AcceptedInbound], None]
     ) -> asyncio.Future[Reply]:
-        # One job for both steps: after its accept commits, _settle acknowledges it and
-        # queues it again to be processed, without waking the caller in between. No
+        # Stored and processed in one transaction, acknowledged after its commit, then
+        # answered: at a steady trickle a second transaction (and a trip through the
+        # event loop between the two) cost as much CPU as the rest of the MO. Should
+        # processing fail, _run_batch stores it alone and processes it afterwards. No
         # coroutine either: the SMPP adapter takes the future with a callback rather
         # than a task per MO.
         job = self._job("receive", inbound, acknowledge=acknowledge)
@@ -225,6 +228,8 @@ class GatewayService:
     async def aclose(self) -> None:
         """Finish what is queued, then stop the worker; later requests fail temporarily."""
         await self._jobs.aclose()
+        if self._background:  # doubts being recorded: before the store closes
+            await asyncio.gather(*self._background, return_exceptions=True)
 
     async def _submit(
         self, kind: str, inbound: InboundSms, inbound_id: int | None = None, duplicate: bool = False
@@ -248,7 +253,19 @@ class GatewayService:
         return _Job(kind, inbound, future, inbound_id, duplicate, acknowledge)
 
     async def _run_batch(self, batch: list[_Job]) -> None:
-        self._settle(batch, await self._transaction(batch))
+        try:
+            handled = await self._transaction(batch)
+        except TemporaryFailure:
+            raise
+        except Exception:
+            if len(batch) != 1 or batch[0].kind != "receive":
+                raise  # BatchQueue runs the jobs again one by one
+            # Its processing failed: store it alone first, acknowledge it, then process
+            # it as a job of its own, whose failure reaches the caller (and recovery
+            # tries it again later): the SMSC must not redeliver it forever.
+            batch[0].kind = "receive_apart"
+            handled = await self._transaction(batch)
+        self._settle(batch, handled)
 
     @staticmethod
     def _job_failed(job: _Job, error: Exception) -> Exception:
@@ -280,8 +297,8 @@ class GatewayService:
             )
             for job, (inbound_id, duplicate) in zip(new, stored, strict=True):
                 job.inbound_id, job.duplicate = inbound_id, duplicate
-        # A received message is processed in a later transaction, once acknowledged.
-        work = [job for job in batch if job.kind in ("process", "handle")]
+        # One received apart is processed in a later transaction, once acknowledged.
+        work = [job for job in batch if job.kind in ("process", "handle", "receive")]
         if not work:
             return handled
         for job in work:
@@ -377,9 +394,11 @@ class GatewayService:
                 if not job.future.done():  # done: its caller was cancelled
                     job.future.set_result(None)
                 continue
+            if job.kind == "receive_apart":
+                self._acknowledge_apart(job)
+                continue
             if job.kind == "receive":
                 self._acknowledge(job)
-                continue
             result = handled[id(job)]
             inbound = job.inbound
             assert result.outcome is not None
@@ -430,9 +449,36 @@ class GatewayService:
                 listener(channel)
 
     def _acknowledge(self, job: _Job) -> None:
-        """A received message is stored: its transport may acknowledge it, and it
-        queues again to be processed. One whose caller is gone (cancelled at shutdown)
-        is neither: it stays stored unprocessed, for recovery."""
+        """A received message is stored and handled: its transport acknowledges it,
+        before its reply is sent. If it cannot (the error is the caller's), or its
+        caller is gone (cancelled at shutdown), the SMSC will deliver it again: the
+        message is put in doubt, so that copy counts as a redelivery, answered by the
+        one reply sent now."""
+        assert job.inbound_id is not None and job.acknowledge is not None
+        if job.future.done():
+            self._spawn_doubt(job.inbound_id)
+            return
+        try:
+            job.acknowledge(AcceptedInbound(job.inbound_id, job.inbound, job.duplicate))
+        except Exception as error:
+            job.future.set_exception(error)
+            self._spawn_doubt(job.inbound_id)
+
+    def _spawn_doubt(self, inbound_id: int) -> None:
+        """Mark an MO handled but not acknowledged in doubt, in the background."""
+        task = asyncio.get_running_loop().create_task(self.unconfirmed([inbound_id]))
+        self._background.add(task)
+        task.add_done_callback(self._doubt_recorded)
+
+    def _doubt_recorded(self, task: asyncio.Task[None]) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("inbound_doubt_not_recorded", error=repr(task.exception()))
+
+    def _acknowledge_apart(self, job: _Job) -> None:
+        """A message received apart is stored: its transport may acknowledge it, and
+        it queues again to be processed. One whose caller is gone (cancelled at
+        shutdown) is neither: it stays stored unprocessed, for recovery."""
         if job.future.done():
             return
         assert job.inbound_id is not None and job.acknowledge is not None

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 # What a commit waits for on SQLite. FULL: the WAL is synced at every commit, so an MO
 # acknowledged to the SMSC survives a power loss (bench/soak.py measured the sync at
-# about 0.1 ms of CPU and 0.2 ms of wall time per commit, 1.2 commits per MO at a
+# about 0.1 ms of CPU and 0.2 ms of wall time per commit, 0.66 commits per MO at a
 # steady 200 MO/s). NORMAL would sync only at checkpoints: a process crash still
 # loses nothing, a power loss the last commits. A module value so a bench can compare.
 SQLITE_SYNCHRONOUS = "FULL"

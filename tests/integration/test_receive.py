@@ -1,5 +1,5 @@
-"""pipeline.receive: stored, acknowledged, then processed: one call, the order of
-accept + process. On SQLite and PostgreSQL."""
+"""pipeline.receive: stored and handled in one transaction, acknowledged once that is
+committed, then answered. On SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -56,9 +56,9 @@ def _inbound_rows_elsewhere(url: str) -> list[tuple[str, str | None]]:
         return pool.submit(asyncio.run, read()).result(timeout=30)
 
 
-async def test_acknowledged_once_stored_and_before_processing(gateway, db_url):
-    """When acknowledge runs, another connection already sees the row committed and not
-    yet processed; the reply comes after, booked."""
+async def test_acknowledged_once_stored_and_handled_and_before_the_reply(gateway, db_url):
+    """When acknowledge runs, another connection already sees the row committed, handled,
+    and its reply stored; the caller gets the Reply only after the acknowledgement."""
     seen_at_ack: list[object] = []
     acknowledged: list[AcceptedInbound] = []
 
@@ -69,7 +69,7 @@ async def test_acknowledged_once_stored_and_before_processing(gateway, db_url):
     reply = await gateway.pipeline.receive(mo(1), acknowledge)
 
     assert 1 == len(acknowledged) and not acknowledged[0].duplicate
-    assert [[("received", None)]] == seen_at_ack
+    assert [[("processed", "accepted")]] == seen_at_ack
     assert ("accepted", acknowledged[0].inbound_id) == (reply.outcome, reply.inbound_id)
     assert reply.text is not None and "1250" in reply.text
     assert [("processed", "accepted")] == await _inbound_rows(gateway)
@@ -119,13 +119,38 @@ async def test_not_stored_means_not_acknowledged(gateway):
     assert [] == called
 
 
-async def test_an_acknowledge_that_fails_leaves_the_message_stored_for_recovery(gateway):
-    """The transport could not acknowledge: its error reaches the caller, and the
-    message is not processed now (recovery does it, as after a crash)."""
+async def _ack_states(gateway) -> list[str | None]:
+    async with gateway.store.reader() as tx:
+        query = select(messages.c.ack).where(messages.c.direction == "in")
+        return list((await tx.conn.execute(query)).scalars())
+
+
+async def test_an_acknowledge_that_fails_leaves_the_message_handled_and_in_doubt(gateway):
+    """The transport could not acknowledge: its error reaches the caller; the message is
+    handled (its reply stored, to be sent) and in doubt, so that the SMSC's redelivery of
+    it is answered by that one reply, not booked again."""
 
     def acknowledge(accepted: AcceptedInbound) -> None:
         raise RuntimeError("link gone")
 
     with pytest.raises(RuntimeError, match="link gone"):
         await gateway.pipeline.receive(mo(1), acknowledge)
+    assert [("processed", "accepted")] == await _inbound_rows(gateway)
+    await gateway.pipeline.aclose()  # waits for the doubt to be recorded
+    assert ["doubt"] == await _ack_states(gateway)
+
+
+async def test_processing_that_fails_still_stores_and_acknowledges(gateway, monkeypatch):
+    """Handling raises (a bug): the message is stored alone and acknowledged all the same
+    (else the SMSC would redeliver it forever); the error reaches the caller afterwards,
+    and the row waits unprocessed for recovery."""
+    acknowledged: list[AcceptedInbound] = []
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise ValueError("bug in the rules")
+
+    monkeypatch.setattr(gateway.pipeline, "_decide", broken)
+    with pytest.raises(TemporaryFailure):
+        await gateway.pipeline.receive(mo(1), acknowledged.append)
+    assert 1 == len(acknowledged)
     assert [("received", None)] == await _inbound_rows(gateway)
