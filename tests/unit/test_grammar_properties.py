@@ -161,6 +161,8 @@ def test_alphanumeric_accounts_are_folded(
     # "DAY123" is the day label and 123; "LS1234567890" the keyword and an account whose
     # digits alone fit the pattern (see grammar/README.md)
     assume(latin != "DAY")
+    # "KW000 0": a unit word ("кВт", grammar/lexer.py _UNIT_ENDS), then two numbers
+    assume(latin not in ("KW", "KVT", "KBT", "BT", "VT"))
     assume(not (latin in ("LS", "ACC", "SCHET", "LIC") and len(digits) >= 10))
     typed = "".join(letter for _, letter in letters) + digits
     expected = ParsedReadings(numbers=(reading,), account_hint=latin + digits)
