@@ -136,6 +136,10 @@ class GatewayService:
     """
 
     max_batch = 200
+    # Received MO are stored and processed in one transaction in batches up to this size
+    # (a steady trickle: one commit and one loop trip per MO fewer); bigger batches are
+    # acknowledged first, then processed.
+    merge_receive_up_to = 4
 
     def __init__(
         self,
@@ -253,6 +257,13 @@ class GatewayService:
         return _Job(kind, inbound, future, inbound_id, duplicate, acknowledge)
 
     async def _run_batch(self, batch: list[_Job]) -> None:
+        if len(batch) > self.merge_receive_up_to:
+            # Under load, acknowledge first and process in the next batch: the SMSC's
+            # window refills while this batch is handled (bench/smpp.py: the burst
+            # rate fell from 0.54 to 0.43-0.48 of raw with everything in one).
+            for job in batch:
+                if job.kind == "receive":
+                    job.kind = "receive_apart"
         try:
             handled = await self._transaction(batch)
         except TemporaryFailure:
