@@ -7,7 +7,8 @@ serve runs as a process of its own, so what it costs is read from outside it
 subscriber numbers of a minute are one block of a cycle over --phones numbers, so
 the gateway's phone caches see that many distinct phones.
 
-Printed per minute: MO->reply p50/p99/max, the longest stall of serve's event loop,
+Printed per minute: MO->reply p50/p99/max, the longest stall of serve's event loop
+(under traffic; one that ended before the first MO, serve's start-up, is printed apart),
 serve's RSS and CPU per MO, and the database's growth per 10,000 MO; at the end the
 goals of issue 12 as pass/fail, CPU and wake-ups per MO by thread, and whether every
 MO was answered exactly once (the message log, counted).
@@ -108,24 +109,25 @@ def _count_statements(counts: collections.Counter[str]) -> None:
 async def loop_lag_probe(path: Path, interval: float, gc_watch: _GcWatch) -> None:
     """Sleep `interval` again and again; the overshoot of each wake-up is how long the
     loop was busy elsewhere. Once a second a line goes to `path`: epoch time, the worst
-    overshoot, collections so far, their seconds so far, the worst pause of the second;
-    and the names of serve's threads by native id, when they changed, to
-    `path`.threads (the OS knows them all as "python")."""
+    overshoot, collections so far, their seconds so far, the worst pause of the second,
+    the epoch time the worst overshoot ended; and the names of serve's threads by
+    native id, when they changed, to `path`.threads (the OS knows them all as "python")."""
     loop = asyncio.get_running_loop()
     names_path = path.with_suffix(".threads")
     named: dict[int, str] = {}
     with path.open("a", buffering=1, encoding="ascii") as out:
-        worst = 0.0
+        worst = worst_at = 0.0
         report_at = loop.time() + 1.0
         while True:
             due = loop.time() + interval
             await asyncio.sleep(interval)
             now = loop.time()
-            worst = max(worst, now - due)
+            if now - due > worst:
+                worst, worst_at = now - due, time.time()
             if now >= report_at:
                 out.write(
                     f"{time.time():.3f} {worst:.6f} {gc_watch.count} "
-                    f"{gc_watch.seconds:.6f} {gc_watch.worst:.6f}\n"
+                    f"{gc_watch.seconds:.6f} {gc_watch.worst:.6f} {worst_at:.3f}\n"
                 )
                 worst = gc_watch.worst = 0.0
                 report_at = now + 1.0
@@ -289,6 +291,7 @@ class LagReader:
     def __init__(self, path: Path | None) -> None:
         self.path = path
         self.offset = 0
+        self.traffic_from = math.inf  # epoch of the first MO: set when the run starts
         # (epoch, seconds) of every second whose worst stall passed 50 ms: their
         # spacing tells a timer from a checkpoint or a collection.
         self.stalls: list[tuple[float, float]] = []
@@ -296,6 +299,10 @@ class LagReader:
         self.gc_first: tuple[float, float] | None = None
         self.gc_last: tuple[float, float] = (0.0, 0.0)
         self.gc_worst = 0.0
+        # A stall that ended before the first MO was sent is serve's start-up (building
+        # the HTTP app, compiling templates, before any bind), which no subscriber
+        # waits on; it is reported on its own.
+        self.startup_worst = 0.0
 
     def worst_since(self, since_epoch: float) -> float | None:
         if self.path is None or not self.path.exists():
@@ -308,7 +315,13 @@ class LagReader:
         self.offset += len(whole)
         worst = []
         for row in whole.splitlines():
-            at, lag, collections_so_far, gc_so_far, gc_worst = (float(v) for v in row.split())
+            at, lag, collections_so_far, gc_so_far, gc_worst, lag_at = (
+                float(v) for v in row.split()
+            )
+            if lag_at < self.traffic_from:
+                self.startup_worst = max(self.startup_worst, lag)
+                # Any stall of that second under traffic was shorter; not known how long.
+                continue
             if at >= since_epoch:
                 worst.append(lag)
                 if lag > 0.05:
@@ -548,7 +561,7 @@ async def run(args: argparse.Namespace) -> int:
         size_before = await database.size_bytes()
         before = first = sample(serve.pid)
         profile_window: tuple[ProcSample, ProcSample] | None = None
-        run_epoch = time.time()
+        run_epoch = lags.traffic_from = time.time()
         sql_before = read_counts(workdir / "loop-lag.sql") or {}
         for number in range(1, args.minutes + 1):
             texts = latin_texts(accounts, per_minute, number)
@@ -628,6 +641,7 @@ async def run(args: argparse.Namespace) -> int:
         print("statements of the batch writer per MO (SOAK_COUNT_SQL=1):")
         for word, n in sorted(sql_after.items(), key=lambda item: -item[1]):
             print(f"  {word:<10} {(n - sql_before.get(word, 0)) / sent:7.2f}")
+    print(f"loop stall before the first MO (serve's start-up): {lags.startup_worst * 1000:.0f} ms")
     if lags.stalls:
         print("loop stalls over 50 ms (seconds into the run: ms):")
         print(

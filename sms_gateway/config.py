@@ -32,6 +32,10 @@ class GatewaySettings:
     locale: str = "ru"
     timezone: str = "Europe/Moscow"
     account_pattern: str = r"\d{10,12}|[A-Z]{2,4}\d{3,10}"
+    # Where a subscriber turns when SMS cannot serve them (an account billing closed):
+    # the retailer's phone or web address, quoted in the reply. Empty: "the phone
+    # number on your bill".
+    contact: str = ""
     # This instance's name in the database (its claims, its heartbeat); empty: the
     # host name and the HTTP port, which stay the same across restarts.
     instance_name: str = ""

@@ -164,6 +164,7 @@ class GatewayService:
         self.timezone = ZoneInfo(settings.gateway.timezone)
         self.rules = settings.rules
         self.locale = settings.gateway.locale
+        self.contact = settings.gateway.contact
         self._reply_listeners: list[Callable[[str], None]] = []
         self._direct_senders: dict[str, DirectSender] = {}
         self._account_pattern = re.compile(settings.gateway.account_pattern)
@@ -555,6 +556,24 @@ class GatewayService:
             **kwargs,  # type: ignore[arg-type]
         )
 
+    def _unknown_account(
+        self, tx: BatchUnit, phone: str, named: str | None, command: Command | None = None
+    ) -> _Outcome:
+        """No account to book on: the one named, or the phone's one, may be closed by
+        billing, and then the reply says so and where to turn instead of "check the
+        number" (which would send the subscriber round in circles)."""
+        closed = tx.closed_account_for_phone(phone) if named is None else named
+        if closed is not None and tx.is_closed(closed):
+            context = self._context(
+                Outcome.UNKNOWN_ACCOUNT,
+                account=closed,
+                account_closed=True,
+                contact=self.contact,
+                command=command,
+            )
+            return _Outcome(context, account=closed)
+        return _Outcome(self._context(Outcome.UNKNOWN_ACCOUNT, account=named, command=command))
+
     def _phone_account(self, tx: BatchUnit, phone: str) -> Account | None:
         """The one account this phone is linked to, if exactly one."""
         linked = tx.accounts_for_phone(phone)
@@ -605,11 +624,7 @@ class GatewayService:
         else:
             account = self._phone_account(tx, phone)
         if account is None:
-            return _Outcome(
-                self._context(
-                    Outcome.UNKNOWN_ACCOUNT, account=command.account, command=command.command
-                )
-            )
+            return self._unknown_account(tx, phone, command.account, command.command)
         name = account.account
 
         if command.command is Command.REGISTER:
@@ -743,7 +758,7 @@ class GatewayService:
         except _Ambiguous:
             return self._unparsed(tx, phone, ParseFailure(ParseFailureReason.AMBIGUOUS))
         if account is None:
-            return _Outcome(self._context(Outcome.UNKNOWN_ACCOUNT, account=unknown))
+            return self._unknown_account(tx, phone, unknown)
         name = account.account
         if self.rules.require_registered_phone and phone not in account.phones:
             return _Outcome(self._context(Outcome.PHONE_NOT_REGISTERED, account=name), account=name)

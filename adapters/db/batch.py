@@ -79,12 +79,18 @@ _RECENT_TRAFFIC = Prepared(
         messages.c.created_at,
     ).where(messages.c.phone.in_(_PHONES), messages.c.created_at >= bindparam("since"))
 )
-# A phone's closed accounts (an import with --prune) are not its accounts any more.
+# A phone's closed accounts (an import with --prune) are not its accounts any more;
+# they are loaded apart, to tell the subscriber the account is closed.
 _PHONE_ACCOUNTS = Prepared(
-    select(account_phones.c.phone, account_phones.c.account)
+    select(account_phones.c.phone, account_phones.c.account, accounts.c.closed_at)
     .join(accounts, accounts.c.account == account_phones.c.account)
-    .where(account_phones.c.phone.in_(_PHONES), accounts.c.closed_at.is_(None))
+    .where(account_phones.c.phone.in_(_PHONES))
     .order_by(account_phones.c.account)
+)
+# Of accounts the pipeline could not load, those billing had listed: closed, or with
+# every meter closed. Asked only for a message naming an unknown account.
+_LISTED_ACCOUNTS = Prepared(
+    select(accounts.c.account).where(accounts.c.account.in_(bindparam("accounts", expanding=True)))
 )
 _PREFERENCES = Prepared(
     select(phone_preferences.c.phone, phone_preferences.c.opted_out).where(
@@ -152,7 +158,10 @@ class BatchUnit:
     rate_limited_replies: dict[str, list[datetime]] = field(default_factory=dict)
     accounts: dict[str, Account] = field(default_factory=dict)
     missing_accounts: set[str] = field(default_factory=set)
+    # Of missing_accounts, those closed by billing (not mistyped).
+    closed_accounts: set[str] = field(default_factory=set)
     phone_accounts: dict[str, list[str]] = field(default_factory=dict)
+    closed_phone_accounts: dict[str, list[str]] = field(default_factory=dict)
     opted_out: dict[str, bool] = field(default_factory=dict)
     readings_by_meter: dict[int, dict[str, BookedReading]] = field(default_factory=dict)
     # Pending confirmations by (phone, meter id): stored ones, and this batch's new ones.
@@ -202,7 +211,8 @@ class BatchUnit:
                 unit.rate_limited_replies.setdefault(recent.phone, []).append(created)
 
         for link in _PHONE_ACCOUNTS.rows(conn, {"phones": phone_list}):
-            unit.phone_accounts.setdefault(link.phone, []).append(link.account)
+            by_phone = unit.phone_accounts if link.closed_at is None else unit.closed_phone_accounts
+            by_phone.setdefault(link.phone, []).append(link.account)
         for preference in _PREFERENCES.rows(conn, {"phones": phone_list}):
             unit.opted_out[preference.phone] = bool(preference.opted_out)
         for row in _PENDING_CONFIRMATIONS.rows(
@@ -226,7 +236,11 @@ class BatchUnit:
             return
         loaded = load_accounts(self.conn, todo)
         self.accounts.update(loaded)
-        self.missing_accounts.update(set(todo) - loaded.keys())
+        missing = set(todo) - loaded.keys()
+        if missing:
+            self.missing_accounts.update(missing)
+            for row in _LISTED_ACCOUNTS.rows(self.conn, {"accounts": sorted(missing)}):
+                self.closed_accounts.add(row.account)
         meters_by_id = {m.id: m for a in loaded.values() for m in a.meters if m.id is not None}
         if not meters_by_id:
             return
@@ -278,6 +292,21 @@ class BatchUnit:
         linked = set(self.phone_accounts.get(phone, []))
         linked.update(account for account, bound in self.bindings if bound == phone)
         return sorted(linked)
+
+    def is_closed(self, account: str) -> bool:
+        """Billing closed this account, or every meter of it (not an unknown number)."""
+        self._load_accounts([account])
+        return account in self.closed_accounts
+
+    def closed_account_for_phone(self, phone: str) -> str | None:
+        """The one account this phone was linked to, when billing has closed it and the
+        phone has no open one."""
+        linked = self.accounts_for_phone(phone)
+        if not linked:
+            linked = self.closed_phone_accounts.get(phone, [])
+        if len(linked) == 1 and self.is_closed(linked[0]):
+            return linked[0]
+        return None
 
     def is_opted_out(self, phone: str) -> bool:
         if phone in self.preferences:

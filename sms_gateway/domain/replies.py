@@ -58,6 +58,10 @@ class ReplyContext:
     last_from_billing: bool = False
     window_start_day: int = 15
     window_end_day: int = 25
+    # unknown_account: billing closed the account (or all its meters); not a typo.
+    account_closed: bool = False
+    # Where to turn when SMS cannot serve ([gateway] contact); empty: the bill's phone.
+    contact: str = ""
     # The command being answered, where the reply is about a command (LAST, REG).
     command: Command | None = None
     # Meter serials are shown only to phones linked to the account: they are what
@@ -414,7 +418,32 @@ def _unparsed(ctx: ReplyContext, locale: str) -> list[str]:
     return [f"{reason} {tail}", f"{reason_short} {tail}", tail]
 
 
+def _closed_account(ctx: ReplyContext, locale: str) -> list[str]:
+    """Billing closed the account: say so, and where to turn ([gateway] contact, else
+    the phone on the bill), so the subscriber does not keep re-checking the number."""
+    if locale == "en":
+        where = ctx.contact or "the phone number on your bill"
+        variants = [
+            f"Account {ctx.account} is closed and no longer served by SMS. Please call {where}.",
+            f"Account {ctx.account} is closed for SMS. Call {where}.",
+            f"Account {ctx.account} is closed for SMS. Info: {where}",
+        ]
+    else:
+        where = f": {ctx.contact}" if ctx.contact else " по телефону из квитанции"
+        variants = [
+            f"ЛС {ctx.account} закрыт, по SMS показания не принимаются. "
+            f"Обратитесь в расчётный центр{where}",
+            f"ЛС {ctx.account} закрыт для SMS. Обратитесь в расчётный центр{where}",
+            f"ЛС {ctx.account} закрыт для SMS. Справки: {ctx.contact}"
+            if ctx.contact
+            else f"ЛС {ctx.account} закрыт для SMS, звоните по телефону из квитанции",
+        ]
+    return variants[-1:] if ctx.several else variants
+
+
 def _unknown_account(ctx: ReplyContext, locale: str) -> list[str]:
+    if ctx.account_closed:
+        return _closed_account(ctx, locale)
     if ctx.command is Command.LAST:
         if locale == "en":
             lead = f"Account {ctx.account} not found. " if ctx.account else ""
