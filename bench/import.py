@@ -9,10 +9,14 @@ one account in ten with a second meter), then for each database:
   the full gateway (SMPP adapter against the node-smpp SMSC, as bench/smpp.py runs
   it), while a fresh import of the same size runs into that database: p50/p99 and
   how many MO were refused (deliver_sm_resp not OK);
-- the export of one reading per meter (`readings export`), when `--export`.
+- the export of one reading per meter, when `--export`: `readings export` to a file,
+  then `GET /api/readings/export` from `sms-gateway serve` (its own process, on the
+  same database), the response streamed and its rows counted by this process.
 
 Imports and exports run as `sms-gateway` subprocesses; their peak RSS is read from
-wait4(). Usage:
+wait4(). For the HTTP export, the server's RSS before the request and its peak during
+it: the kernel's high-water mark, reset just before the request (/proc/PID/clear_refs),
+and the largest RSS sampled every 20 ms as a check. Usage:
 
     .venv/bin/python bench/import.py [--rows 1000000] [--backend sqlite,postgresql]
                                      [--sms-rate 50] [--export]
@@ -23,11 +27,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import secrets
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import urllib.request
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -120,7 +129,7 @@ def run_cli_rss(config: Path, *args: str) -> Run:
         return Run(seconds, usage.ru_maxrss / 1024, out.read().strip())
 
 
-def write_config(path: Path, url: str, smsc_port: int = 0) -> Path:
+def write_config(path: Path, url: str, smsc_port: int = 0, http_port: int = 8080) -> Path:
     smpp = (
         f"""
 [smpp]
@@ -137,9 +146,12 @@ max_send_rate = 5000
         f"""
 [gateway]
 short_number = "{SHORT_NUMBER}"
+locale = "en"
 [database]
 url = "{url}"
 upgrade_on_start = true
+[http]
+port = {http_port}
 [rules]
 window_start_day = 1
 window_end_day = 31
@@ -198,17 +210,109 @@ async def book_one_reading_per_meter(url: str) -> None:
     await engine.dispose()
 
 
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _rss_mb(pid: int, field: str) -> float:
+    """VmRSS or VmHWM of a process, in MB (the kernel gives kB)."""
+    with open(f"/proc/{pid}/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+@dataclass
+class HttpExport:
+    seconds: float
+    rows: int
+    megabytes: float
+    rss_before_mb: float
+    peak_rss_mb: float  # the kernel's high-water mark during the request (0: not reset)
+    sampled_max_mb: float
+
+
+def http_export(config: Path, port: int, period: str) -> HttpExport:
+    """`sms-gateway serve` on the bench's database; GET /api/readings/export streamed
+    to the end in 1 MB reads, its rows counted; wall time from the request to the last
+    byte, and the server's RSS."""
+    token = secrets.token_urlsafe(16)
+    errors = tempfile.TemporaryFile("w+")  # noqa: SIM115 (closed below)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "sms_gateway", "serve", "--config", str(config)],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=errors,
+        env={**os.environ, "SMS_GATEWAY__OPS__TOKEN": token},
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2):
+                    break
+            except OSError as exc:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    errors.seek(0)
+                    raise SystemExit(f"serve did not start:\n{errors.read()}") from exc
+                time.sleep(0.2)
+        time.sleep(1.0)  # past start-up: its allocations are not the export's
+        rss_before = _rss_mb(server.pid, "VmRSS")
+        try:
+            with open(f"/proc/{server.pid}/clear_refs", "w", encoding="ascii") as refs:
+                refs.write("5")  # resets VmHWM to the current RSS
+            hwm_reset = True
+        except OSError:
+            hwm_reset = False
+        sampled = [rss_before]
+        done = threading.Event()
+
+        def sample() -> None:
+            while not done.wait(0.02):
+                sampled.append(_rss_mb(server.pid, "VmRSS"))
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/api/readings/export?period={period}",
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        lines = size = 0
+        started = time.monotonic()
+        with urllib.request.urlopen(request, timeout=300) as response:
+            while block := response.read(1 << 20):
+                lines += block.count(b"\n")
+                size += len(block)
+        seconds = time.monotonic() - started
+        done.set()
+        sampler.join()
+        peak = _rss_mb(server.pid, "VmHWM") if hwm_reset else 0.0
+    finally:
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+        errors.close()
+    return HttpExport(seconds, lines - 1, size / 1e6, rss_before, peak, max(sampled))
+
+
 def bench_imports(
     backend: str, rows: int, full: Path, delta: Path, workdir: Path, export: bool
 ) -> tuple[list[str], dict[str, float]]:
     """Report lines, and the seconds of the fresh import and of the delta."""
     url, name = fresh_database(backend, workdir)
-    config = write_config(workdir / f"{name}.toml", url)
+    port = _free_port()
+    config = write_config(workdir / f"{name}.toml", url, http_port=port)
     try:
         run_cli(config, "db", "upgrade")
         fresh = run_cli_rss(config, "accounts", "import", str(full))
         again = run_cli_rss(config, "accounts", "import", str(delta))
-        exported = None
+        exported = over_http = None
         if export:
             asyncio.run(book_one_reading_per_meter(url))
             target = workdir / f"{name}-export.csv"
@@ -216,17 +320,25 @@ def bench_imports(
                 config, "readings", "export", "--period", "2026-11", "--output", str(target)
             )
             target.unlink()
+            over_http = http_export(config, port, "2026-11")
     finally:
         drop_database(backend, name)
-    export_lines = (
-        [
+    export_lines = []
+    if exported is not None:
+        export_lines.append(
             f"{backend:<10} export        {exported.seconds:6.1f} s "
             f"{rate(rows, exported.seconds)}  peak RSS {exported.peak_rss_mb:5.0f} MB  "
             f"({exported.output})"
-        ]
-        if exported is not None
-        else []
-    )
+        )
+    if over_http is not None:
+        peak = f"{over_http.peak_rss_mb:5.0f} MB" if over_http.peak_rss_mb else "n/a"
+        export_lines.append(
+            f"{backend:<10} HTTP export   {over_http.seconds:6.1f} s "
+            f"{rate(over_http.rows, over_http.seconds)}  server RSS "
+            f"{over_http.rss_before_mb:.0f} MB before, peak {peak} during "
+            f"(sampled max {over_http.sampled_max_mb:.0f} MB); {over_http.rows:,} rows, "
+            f"{over_http.megabytes:.0f} MB"
+        )
     return [
         f"{backend:<10} fresh import  {fresh.seconds:6.1f} s {rate(rows, fresh.seconds)}  "
         f"peak RSS {fresh.peak_rss_mb:5.0f} MB",

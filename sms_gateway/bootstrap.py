@@ -28,7 +28,16 @@ from sms_gateway.service import GatewayService, utc_now
 
 
 class SchemaOutOfDate(GatewayError):
-    pass
+    """The schema is behind the code and migrating is off: `current` (None: no schema
+    at all) and the `head` the code needs."""
+
+    def __init__(self, current: str | None, head: str | None) -> None:
+        self.current = current
+        self.head = head
+        super().__init__(
+            f"database schema is at {current or 'nothing'}, the code needs {head}: "
+            "run `sms-gateway db upgrade`"
+        )
 
 
 @dataclass
@@ -56,10 +65,7 @@ async def ensure_schema(settings: Settings, migrate: bool) -> None:
         return
     current, head = await current_revision(url), head_revision(url)
     if current != head:
-        raise SchemaOutOfDate(
-            f"database schema is at {current or 'nothing'}, the code needs {head}: "
-            "run `sms-gateway db upgrade`"
-        )
+        raise SchemaOutOfDate(current, head)
 
 
 async def build_gateway(

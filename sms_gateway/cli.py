@@ -1,4 +1,9 @@
-"""The `sms-gateway` command line."""
+"""The `sms-gateway` command line.
+
+Its messages are in `[gateway] locale` (sms_gateway/texts.py); only a configuration
+that cannot be read is reported in English, since it holds the locale. Machine
+output (the JSON of `config check`, the CSV) is the same in every locale.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +19,7 @@ import typer
 
 from sms_gateway.config import Settings, load_settings, masked
 from sms_gateway.errors import ConfigError, GatewayError, ImportFileError, TemporaryFailure
+from sms_gateway.texts import CliTexts, cli_texts
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="SMS meter-reading gateway")
 accounts_app = typer.Typer(no_args_is_help=True, help="Accounts and meters")
@@ -43,15 +49,21 @@ def _settings(config: Path | None) -> Settings:
         raise typer.Exit(2) from exc
 
 
-def _run(coro: Any) -> Any:
+def _run(coro: Any, texts: CliTexts) -> Any:
+    from sms_gateway.bootstrap import SchemaOutOfDate
+
     try:
         return asyncio.run(coro)
     except ImportFileError as exc:
-        typer.echo(str(exc), err=True)
+        typer.echo(str(exc), err=True)  # worded in the locale by the import
         raise typer.Exit(1) from exc
     except TemporaryFailure as exc:
-        typer.echo(f"temporary failure: {exc}", err=True)
+        typer.echo(texts.temporary_failure.format(reason=exc), err=True)
         raise typer.Exit(75) from exc
+    except SchemaOutOfDate as exc:
+        current = texts.schema_at.format(revision=exc.current) if exc.current else texts.no_schema
+        typer.echo(texts.schema_out_of_date.format(current=current, head=exc.head), err=True)
+        raise typer.Exit(1) from exc
     except GatewayError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(1) from exc
@@ -69,8 +81,9 @@ def _configure_logs(settings: Settings, quiet: bool = False) -> None:
 class _TerminalProgress:
     """Rows done, rate and time left on stderr, only when stderr is a terminal."""
 
-    def __init__(self, what: str) -> None:
+    def __init__(self, what: str, texts: CliTexts) -> None:
         self.what = what
+        self.texts = texts
         self.started = time.monotonic()
         self.enabled = sys.stderr.isatty()
 
@@ -80,9 +93,14 @@ class _TerminalProgress:
         elapsed = max(time.monotonic() - self.started, 1e-6)
         rate = done / elapsed
         left = (total - done) / rate if rate and total else 0
-        sys.stderr.write(
-            f"\r{self.what}: {done:,}/{total:,} rows, {rate:,.0f} rows/s, {left:,.0f} s left   "
+        line = self.texts.progress.format(
+            what=self.what,
+            done=self.texts.number(done),
+            total=self.texts.number(total),
+            rate=self.texts.number(round(rate)),
+            left=self.texts.number(round(left)),
         )
+        sys.stderr.write(f"\r{line}   ")
         sys.stderr.flush()
 
     def finish(self) -> None:
@@ -97,7 +115,7 @@ def serve(config: ConfigOption = None) -> None:
     _configure_logs(settings)
     from sms_gateway.runner import run_service
 
-    _run(run_service(settings))
+    _run(run_service(settings), cli_texts(settings.gateway.locale))
 
 
 @app.command()
@@ -109,6 +127,7 @@ def send(
 ) -> None:
     """Run one SMS through the whole pipeline in-process and print the reply."""
     settings = _settings(config)
+    texts = cli_texts(settings.gateway.locale)
     _configure_logs(settings, quiet=True)
     from sms_gateway.domain.model import InboundSms
     from sms_gateway.phones import InvalidPhone, normalize_phone
@@ -116,7 +135,7 @@ def send(
     try:
         phone = normalize_phone(from_)
     except InvalidPhone as exc:
-        typer.echo(str(exc), err=True)
+        typer.echo(texts.bad_phone.format(phone=from_), err=True)
         raise typer.Exit(2) from exc
 
     async def _send() -> str | None:
@@ -139,8 +158,8 @@ def send(
             return None
         return "\n".join([reply.text, *(text for text, _ in reply.further)])
 
-    reply_text = _run(_send())
-    typer.echo(reply_text if reply_text is not None else "(no reply)")
+    reply_text = _run(_send(), texts)
+    typer.echo(reply_text if reply_text is not None else texts.no_reply)
 
 
 @accounts_app.command("import")
@@ -153,12 +172,29 @@ def accounts_import(
             help="The file lists every account: close accounts and meters it does not list",
         ),
     ] = False,
+    prune_max_share: Annotated[
+        float | None,
+        typer.Option(
+            "--prune-max-share",
+            min=0.0,
+            max=1.0,
+            help="With --prune: refuse (import nothing) when it would close more than this "
+            "share of the open meters (default [billing] prune_max_share, 0.1; 1 = no limit)",
+        ),
+    ] = None,
     config: ConfigOption = None,
 ) -> None:
     """Bring accounts, meters and phones in line with the file; a bad file is rejected whole."""
     settings = _settings(config)
+    texts = cli_texts(settings.gateway.locale)
+    if prune_max_share is not None and not prune:
+        typer.echo(texts.max_share_alone, err=True)
+        raise typer.Exit(2)
     _configure_logs(settings, quiet=True)
-    stages = {"check": _TerminalProgress("checking"), "write": _TerminalProgress("writing")}
+    stages = {
+        "check": _TerminalProgress(texts.checking, texts),
+        "write": _TerminalProgress(texts.writing, texts),
+    }
     current: list[str] = []
 
     def progress(stage: str, done: int, total: int) -> None:
@@ -183,17 +219,22 @@ def accounts_import(
                 datetime.now(UTC),
                 progress=progress,
                 prune=prune,
+                prune_max_share=(
+                    settings.billing.prune_max_share if prune_max_share is None else prune_max_share
+                ),
+                locale=settings.gateway.locale,
             )
         finally:
             await gateway.aclose()
 
     try:
-        counts = _run(_import())
+        counts = _run(_import(), texts)
     finally:
         if current:
             stages[current[-1]].finish()
-    for line in counts.summary():
-        typer.echo(line)
+    numbers = texts.numbers(counts)
+    for line in texts.import_counts:
+        typer.echo(line.format(**numbers, seconds=texts.decimal(counts.seconds)))
 
 
 @readings_app.command("export")
@@ -204,8 +245,9 @@ def readings_export(
 ) -> None:
     """Export the period's booked readings as CSV (stdout by default)."""
     settings = _settings(config)
+    texts = cli_texts(settings.gateway.locale)
     _configure_logs(settings, quiet=True)
-    progress = _TerminalProgress("export")
+    progress = _TerminalProgress(texts.exporting, texts)
 
     async def _export() -> int:
         from adapters.db.bulk import export_readings
@@ -220,27 +262,32 @@ def readings_export(
         finally:
             await gateway.aclose()
 
+    from adapters.db.bulk import BadPeriod
+
     try:
-        written = _run(_export())
-    except ValueError as exc:
-        typer.echo(str(exc), err=True)
+        written = _run(_export(), texts)
+    except BadPeriod as exc:
+        typer.echo(texts.bad_period.format(period=period), err=True)
         raise typer.Exit(2) from exc
     progress.finish()
     if output is not None:
-        typer.echo(f"exported {written} readings to {output}")
+        typer.echo(texts.exported.format(count=texts.number(written), path=output))
 
 
 @db_app.command("upgrade")
 def db_upgrade(config: ConfigOption = None) -> None:
     """Apply the Alembic migrations up to head."""
     settings = _settings(config)
+    texts = cli_texts(settings.gateway.locale)
     from adapters.db.migrate import upgrade
 
-    before, after = _run(upgrade(settings.database.url))
+    before, after = _run(upgrade(settings.database.url), texts)
     if before == after:
-        typer.echo(f"database already at {after}")
+        typer.echo(texts.db_already.format(revision=after))
+    elif before is None:
+        typer.echo(texts.db_created.format(after=after))
     else:
-        typer.echo(f"database upgraded from {before or 'empty'} to {after}")
+        typer.echo(texts.db_upgraded.format(before=before, after=after))
 
 
 @db_app.command("is-empty")
@@ -258,7 +305,7 @@ def db_is_empty(config: ConfigOption = None) -> None:
         finally:
             await gateway.aclose()
 
-    raise typer.Exit(0 if _run(_count()) == 0 else 1)
+    raise typer.Exit(0 if _run(_count(), cli_texts(settings.gateway.locale)) == 0 else 1)
 
 
 @db_app.command("prune")
@@ -289,14 +336,10 @@ def db_prune(
         finally:
             await gateway.aclose()
 
-    counts = _run(_prune())
-    verb = "would prune" if dry_run else "pruned"
-    typer.echo(
-        f"{verb} what is older than {keep_days} days: {counts.messages} messages, "
-        f"{counts.inbound_parts} inbound parts, {counts.pending_confirmations} pending "
-        f"confirmations, {counts.ops_login_failures} ops login failures "
-        f"({counts.batches} batches); readings are never pruned"
-    )
+    texts = cli_texts(settings.gateway.locale)
+    counts = _run(_prune(), texts)
+    template = texts.would_prune if dry_run else texts.pruned
+    typer.echo(template.format(days=keep_days, **texts.numbers(counts)))
 
 
 @config_app.command("check")

@@ -78,6 +78,14 @@ class OpsSettings:
     token: str = ""
 
 
+@dataclass(frozen=True)
+class BillingSettings:
+    # `accounts import --prune` (and the HTTP import's prune) is refused, nothing
+    # written, when it would close more than this share of the open meters: a
+    # truncated or partial file would close almost everything. 1.0: no limit.
+    prune_max_share: float = 0.1
+
+
 # The keys of [smpp] that are also keys of each [[smpp.links]] table: there they are
 # that link's own, here the defaults of every link.
 LINK_KEYS = (
@@ -231,6 +239,7 @@ class Settings:
     http: HttpSettings = field(default_factory=HttpSettings)
     rules: RulesSettings = field(default_factory=RulesSettings)
     ops: OpsSettings = field(default_factory=OpsSettings)
+    billing: BillingSettings = field(default_factory=BillingSettings)
     smpp: SmppSettings = field(default_factory=SmppSettings)
     twilio: TwilioSettings = field(default_factory=TwilioSettings)
 
@@ -460,6 +469,8 @@ def validate(settings: Settings) -> list[str]:
         )
     if settings.database.keep_messages_days < 1:
         problems.append("[database] keep_messages_days: expected at least 1 day")
+    if not 0 <= settings.billing.prune_max_share <= 1:
+        problems.append("[billing] prune_max_share: expected a share 0..1 (0.1 = 10 %)")
     if not 1 <= settings.http.port <= 65535:
         problems.append("[http] port: expected 1..65535")
     if not 1 <= r.window_start_day <= 28:

@@ -2,7 +2,8 @@
 
     GatewayError
     ├── ConfigError                 bad configuration; every problem listed at once
-    ├── ImportFileError             a bad accounts CSV; every bad line listed, nothing imported
+    ├── ImportFileError             a bad accounts CSV (every bad line listed) or a prune
+    │                               that would close too much; nothing imported
     └── TemporaryFailure            infrastructure is unavailable (database down, shutting
         │                           down, queue full); SMPP answers ESME_RX_T_APPN so the
         │                           SMSC redelivers, HTTP answers 503
@@ -26,9 +27,12 @@ class ConfigError(GatewayError):
 
 
 class ImportFileError(GatewayError):
-    def __init__(self, problems: list[str]) -> None:
+    """`heading` ("file rejected, nothing imported:"), then a line per problem, both
+    in the words of the locale the import was given."""
+
+    def __init__(self, heading: str, problems: list[str]) -> None:
         self.problems = problems
-        super().__init__("file rejected, nothing imported:\n" + "\n".join(problems))
+        super().__init__(heading + "\n" + "\n".join(problems))
 
 
 class TemporaryFailure(GatewayError):

@@ -20,13 +20,21 @@ pipeline never waits long behind it:
    the pipeline's commits interleave with the import's instead of waiting behind one
    long write lock (docs/operations.md, "How an import stays out of the SMS path").
 
-One import at a time per database: a second one gets `ImportBusy`.
+One import at a time per database: a second one gets `ImportBusy`. A prune that
+would close more than `prune_max_share` of the open meters (a truncated file) is
+refused before anything is written (`PruneRefused`).
+
+Problems are worded in the `locale` the caller passes (sms_gateway/texts.py): the
+CLI's `[gateway] locale`; English by default, as the HTTP API answers.
 
     GatewayError
     ├── ImportFileError
-    │   └── ImportRejected      the file's problems, with line numbers; nothing imported
+    │   ├── ImportRejected      the file's problems, with line numbers; nothing imported
+    │   └── PruneRefused        --prune would close too many open meters; nothing imported
     └── TemporaryFailure
         └── ImportBusy          another import of this database is running
+    ValueError
+    └── BadPeriod               an export period that is not YYYY-MM
 """
 
 from __future__ import annotations
@@ -36,7 +44,9 @@ import codecs
 import contextlib
 import csv
 import fcntl
+import functools
 import io
+import math
 import operator
 import os
 import re
@@ -50,13 +60,15 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import asyncpg
-from sqlalchemy import func, select
+from sqlalchemy import Executable, column, func, select, text
 from sqlalchemy.exc import DBAPIError
 
 from adapters.db.schema import meters, readings
-from adapters.db.store import SqlStore, from_db_time, to_db_time
+from adapters.db.store import SqlStore, to_db_time
+from sms_gateway.config import BillingSettings
 from sms_gateway.errors import ImportFileError, StoreUnavailable, TemporaryFailure
 from sms_gateway.phones import InvalidPhone, normalize_phone
+from sms_gateway.texts import EN, CliTexts, cli_texts
 
 ACCOUNT_COLUMNS = (
     "account",
@@ -123,13 +135,60 @@ class ImportRejected(ImportFileError):
     """The file's problems: the first MAX_REPORTED_PROBLEMS of them by line, and how
     many there are in all. Nothing was imported."""
 
-    def __init__(self, shown: list[ImportProblem], total: int) -> None:
+    def __init__(self, shown: list[ImportProblem], total: int, words: CliTexts = EN) -> None:
         self.shown = shown
         self.total = total
-        text = [f"line {p.line}: {p.message}" if p.line else p.message for p in shown]
+        text = [
+            words.at_line.format(line=p.line, problem=p.message) if p.line else p.message
+            for p in shown
+        ]
         if total > len(shown):
-            text.append(f"... and {total - len(shown)} more bad lines")
-        super().__init__(text)
+            text.append(words.more_bad_lines.format(count=words.number(total - len(shown))))
+        super().__init__(words.file_rejected, text)
+
+
+class PruneRefused(ImportFileError):
+    """The prune would close more than `max_share` of the open meters: most likely a
+    truncated or partial file. Nothing was imported."""
+
+    def __init__(
+        self, closing: int, open_meters: int, accounts: int, max_share: float, words: CliTexts
+    ) -> None:
+        self.meters_to_close = closing
+        self.open_meters = open_meters
+        self.accounts_to_close = accounts
+        self.max_share = max_share
+        # The least share in hundredths that lets this very prune through (rounded up,
+        # in whole numbers: 29/100 must not come out as 0.28999...).
+        self.share_needed = min(-(-closing * 100 // open_meters), 100) / 100
+        why = words.prune_refused_why.format(
+            closing=words.number(closing),
+            open=words.number(open_meters),
+            share=words.share(closing / open_meters),
+            accounts=words.number(accounts),
+            limit=words.share(max_share),
+            suggest=f"{self.share_needed:g}",
+        )
+        super().__init__(words.prune_refused, [why])
+
+
+class BadPeriod(ValueError):
+    """An export period that is not YYYY-MM."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Prune:
+    """--prune and its guard: refused when it would close more than `max_share` of the
+    meters open before the import (1.0: never)."""
+
+    max_share: float
+    words: CliTexts
+
+    def check(self, closing: int, open_meters: int, accounts: int) -> None:
+        # How many meters it may close; the epsilon keeps 0.29 * 100 at 29, not 28.
+        allowed = math.floor(self.max_share * open_meters + 1e-9)
+        if closing > allowed:
+            raise PruneRefused(closing, open_meters, accounts, self.max_share, self.words)
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,40 +222,34 @@ class ImportCounts:
     phones_unchanged: int = 0
     seconds: float = 0.0
 
-    def summary(self) -> list[str]:
-        return [
-            f"imported {self.rows:,} rows in {self.seconds:.1f} s",
-            f"accounts: {self.accounts_created:,} created, {self.accounts_updated:,} updated "
-            f"(reopened), {self.accounts_unchanged:,} unchanged, {self.accounts_closed:,} closed",
-            f"meters:   {self.meters_created:,} created, {self.meters_updated:,} updated, "
-            f"{self.meters_unchanged:,} unchanged, {self.meters_closed:,} closed",
-            f"phones:   {self.phones_added:,} added, {self.phones_unchanged:,} unchanged",
-        ]
-
 
 # -- checking one row -------------------------------------------------------------
 
 
 def _parse_row(
-    line: int, row: dict[str, str], account_pattern: re.Pattern[str], problems: list[str]
+    line: int,
+    row: dict[str, str],
+    account_pattern: re.Pattern[str],
+    problems: list[str],
+    words: CliTexts = EN,
 ) -> MeterRow | None:
     """The row, or None with every problem it has appended (the wording ops see)."""
     found: list[str] = []
     account = (row.get("account") or "").strip().upper()
     if not account:
-        found.append("account is empty")
+        found.append(words.account_empty)
     elif not account_pattern.fullmatch(account):
-        found.append(f"account {account!r} does not match [gateway] account_pattern")
+        found.append(words.account_pattern.format(account=account))
     serial = (row.get("meter_serial") or "").strip()
     if not _SERIAL.fullmatch(serial):
-        found.append(f"meter_serial {serial!r} must be 1-32 letters, digits or '-'")
-    zones = _int(row.get("zones"), "zones", found)
+        found.append(words.bad_serial.format(serial=serial))
+    zones = _int(row.get("zones"), "zones", found, words)
     if zones is not None and zones not in (1, 2, 3):
-        found.append(f"zones must be 1, 2 or 3, got {zones}")
+        found.append(words.bad_zones.format(zones=zones))
         zones = None
-    digits = _int(row.get("digits"), "digits", found)
+    digits = _int(row.get("digits"), "digits", found, words)
     if digits is not None and not 1 <= digits <= 9:
-        found.append(f"digits must be 1..9, got {digits}")
+        found.append(words.bad_digits.format(digits=digits))
         digits = None
     phones: list[str] = []
     for raw in (row.get("phones") or "").split(";"):
@@ -204,17 +257,18 @@ def _parse_row(
             try:
                 phones.append(normalize_phone(raw))
             except InvalidPhone:
-                found.append(f"phone {raw.strip()!r} is not a phone number")
+                found.append(words.bad_file_phone.format(phone=raw.strip()))
     last: list[int | None] = []
     for zone in (1, 2, 3):
-        text = (row.get(f"last_t{zone}") or "").strip()
-        value = _int(text, f"last_t{zone}", found) if text else None
+        column = f"last_t{zone}"
+        text = (row.get(column) or "").strip()
+        value = _int(text, column, found, words) if text else None
         if value is not None and value < 0:
-            found.append(f"last_t{zone} must not be negative")
+            found.append(words.negative.format(column=column))
         if zones is not None and zone > zones and value is not None:
-            found.append(f"last_t{zone} given for a {zones}-zone meter")
+            found.append(words.beyond_zones.format(column=column, zones=zones))
         if value is not None and digits is not None and value >= 10**digits:
-            found.append(f"last_t{zone} {value} is wider than {digits} digits")
+            found.append(words.too_wide.format(column=column, value=value, digits=digits))
         last.append(value)
     read_on_text = (row.get("last_read_on") or "").strip()
     read_on = None
@@ -222,13 +276,13 @@ def _parse_row(
         try:
             read_on = date.fromisoformat(read_on_text)
         except ValueError:
-            found.append(f"last_read_on {read_on_text!r} is not YYYY-MM-DD")
+            found.append(words.bad_date.format(text=read_on_text))
     if zones is not None:
         present = [v is not None for v in last[:zones]]
         if any(present) and not all(present):
-            found.append(f"give all {zones} last_t values or none")
+            found.append(words.some_last_values.format(zones=zones))
         if all(present) and not read_on_text:
-            found.append("last_read_on is required with last_t values")
+            found.append(words.date_required)
     if found:
         problems.append("; ".join(found))
         return None
@@ -238,10 +292,10 @@ def _parse_row(
     )
 
 
-def _int(text: str | None, name: str, found: list[str]) -> int | None:
+def _int(text: str | None, name: str, found: list[str], words: CliTexts) -> int | None:
     value = (text or "").strip()
     if not re.fullmatch(r"-?\d+", value):
-        found.append(f"{name} must be a whole number, got {value!r}")
+        found.append(words.not_whole.format(column=name, text=value))
         return None
     return int(value)
 
@@ -260,24 +314,29 @@ class _RowChecker:
     µs); a row it has doubts about goes through `_parse_row`, which decides and words
     the problems: the two cannot disagree on what is accepted."""
 
-    def __init__(self, header: list[str], account_pattern: re.Pattern[str]) -> None:
+    def __init__(
+        self, header: list[str], account_pattern: re.Pattern[str], words: CliTexts
+    ) -> None:
         self.header = header
         self.width = len(header)
         self.pattern = account_pattern
+        self.words = words
         self.pick = operator.itemgetter(*[header.index(name) for name in ACCOUNT_COLUMNS])
         self.dates: dict[str, str] = {}
 
     def check(self, line: int, fields: list[str]) -> tuple[tuple[Any, ...], list[str]] | str:
         """(staging row, phones) or the problem text."""
         if len(fields) > self.width:
-            return "more fields than the header has"
+            return self.words.extra_fields
         if len(fields) < self.width:
             fields = fields + [""] * (self.width - len(fields))
         fast = self._fast(line, fields)
         if fast is not None:
             return fast
         found: list[str] = []
-        row = _parse_row(line, dict(zip(self.header, fields, strict=True)), self.pattern, found)
+        row = _parse_row(
+            line, dict(zip(self.header, fields, strict=True)), self.pattern, found, self.words
+        )
         if row is None:
             return found[0]
         return _staged(row), list(row.phones)
@@ -343,12 +402,12 @@ def _staged(row: MeterRow) -> tuple[Any, ...]:
 
 
 class _SourceError(Exception):
-    """The source could not be read at this line (not UTF-8, unreadable)."""
+    """The source is not UTF-8 at this line."""
 
-    def __init__(self, line: int, message: str) -> None:
-        super().__init__(message)
+    def __init__(self, line: int, reason: str) -> None:
+        super().__init__(reason)
         self.line = line
-        self.message = message
+        self.reason = reason
 
 
 def _lines_of_chunks(chunks: Iterable[str] | Iterable[bytes]) -> Iterator[str]:
@@ -363,7 +422,7 @@ def _lines_of_chunks(chunks: Iterable[str] | Iterable[bytes]) -> Iterator[str]:
                 text = decoder.decode(chunk)
             except UnicodeDecodeError as exc:
                 bad_line = lines_done + pending.count("\n") + chunk[: exc.start].count(b"\n") + 1
-                raise _SourceError(bad_line, f"not UTF-8 ({exc.reason})") from exc
+                raise _SourceError(bad_line, exc.reason) from exc
         else:
             text = chunk
         if first and text:
@@ -448,6 +507,7 @@ def _stage(
     staging: _Staging,
     progress: ImportProgress | None,
     total_rows: int,
+    words: CliTexts,
 ) -> None:
     """Check every row into `staging`; ImportRejected when any is bad."""
     pattern = re.compile(account_pattern)
@@ -460,12 +520,11 @@ def _stage(
         header = next(reader, [])
         missing = [c for c in ACCOUNT_COLUMNS if c not in header]
         if missing:
-            raise ImportRejected(
-                [ImportProblem(1, f"header lacks column(s) {', '.join(missing)}; "
-                               f"expected {','.join(ACCOUNT_COLUMNS)}")],
-                1,
-            )  # fmt: skip
-        checker = _RowChecker(header, pattern)
+            lacks = words.header_lacks.format(
+                missing=", ".join(missing), expected=",".join(ACCOUNT_COLUMNS)
+            )
+            raise ImportRejected([ImportProblem(1, lacks)], 1, words)
+        checker = _RowChecker(header, pattern, words)
         staged_rows: list[tuple[Any, ...]] = []
         staged_phones: list[tuple[int, str, str]] = []
         conn.execute("BEGIN")
@@ -494,13 +553,14 @@ def _stage(
         staging.rows += len(staged_rows)
         conn.execute("COMMIT")
     except _SourceError as exc:
-        raise ImportRejected([ImportProblem(exc.line, exc.message)], 1) from exc
+        not_utf8 = words.not_utf8.format(reason=exc.reason)
+        raise ImportRejected([ImportProblem(exc.line, not_utf8)], 1, words) from exc
     except UnicodeDecodeError as exc:  # a str source that was decoded lazily
-        raise ImportRejected(
-            [ImportProblem(reader.line_num + 1, f"not UTF-8 ({exc.reason})")], 1
-        ) from exc
+        not_utf8 = words.not_utf8.format(reason=exc.reason)
+        raise ImportRejected([ImportProblem(reader.line_num + 1, not_utf8)], 1, words) from exc
     except csv.Error as exc:
-        raise ImportRejected([ImportProblem(reader.line_num, str(exc))], 1) from exc
+        unreadable = words.csv_unreadable.format(reason=exc)
+        raise ImportRejected([ImportProblem(reader.line_num, unreadable)], 1, words) from exc
     if progress is not None:
         progress("check", staging.rows + bad, max(total_rows, staging.rows + bad))
     # The same meter twice: found by the index the diff needs anyway.
@@ -522,14 +582,13 @@ def _stage(
                ORDER BY r.line LIMIT ?""",
             (MAX_REPORTED_PROBLEMS,),
         ):
-            problems.append(
-                ImportProblem(line, f"meter {serial} of account {account} already on line {first}")
-            )
+            twice_text = words.meter_twice.format(serial=serial, account=account, first=first)
+            problems.append(ImportProblem(line, twice_text))
     if bad:
         problems.sort(key=lambda p: p.line)
-        raise ImportRejected(problems[:MAX_REPORTED_PROBLEMS], bad)
+        raise ImportRejected(problems[:MAX_REPORTED_PROBLEMS], bad, words)
     if not staging.rows:
-        raise ImportRejected([ImportProblem(0, "the file has no rows after the header")], 1)
+        raise ImportRejected([ImportProblem(0, words.no_rows)], 1, words)
     conn.execute("CREATE INDEX phones_key ON phones (account, phone)")
     staging.accounts = conn.execute("SELECT count(DISTINCT account) FROM rows").fetchone()[0]
     staging.phone_pairs = conn.execute(
@@ -561,30 +620,32 @@ def _stage_source(
     staging: _Staging,
     progress: ImportProgress | None,
     loop: asyncio.AbstractEventLoop,
+    words: CliTexts,
 ) -> None:
     if isinstance(source, Path):
         try:
             total = _count_lines(source) if progress is not None else 0
             handle = source.open("rb")
         except OSError as exc:
-            raise ImportRejected([ImportProblem(0, f"{source}: {exc.strerror}")], 1) from exc
+            unreadable = words.unreadable.format(path=source, reason=exc.strerror)
+            raise ImportRejected([ImportProblem(0, unreadable)], 1, words) from exc
         # Bytes through the same decoder as a streamed body: a byte that is not UTF-8
         # is reported at its own line (a text file decodes lines ahead of the reader).
         with handle:
             blocks = iter(lambda: handle.read(1 << 16), b"")
-            _stage(_lines_of_chunks(blocks), account_pattern, staging, progress, total)
+            _stage(_lines_of_chunks(blocks), account_pattern, staging, progress, total, words)
         return
     chunks: Iterable[Any] = (
         _sync_chunks(source, loop) if isinstance(source, AsyncIterable) else source
     )
-    _stage(_lines_of_chunks(chunks), account_pattern, staging, progress, 0)
+    _stage(_lines_of_chunks(chunks), account_pattern, staging, progress, 0, words)
 
 
 # -- one import at a time -------------------------------------------------------------
 
 
 @contextlib.contextmanager
-def _sqlite_import_lock(database: Path) -> Iterator[None]:
+def _sqlite_import_lock(database: Path, words: CliTexts) -> Iterator[None]:
     """A lock file beside the database: held by the process (and the open file) that
     imports, so a second import, from this process or another, is refused."""
     lock_path = database.with_name(database.name + ".import-lock")
@@ -593,7 +654,7 @@ def _sqlite_import_lock(database: Path) -> Iterator[None]:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as exc:
-            raise ImportBusy("another accounts import of this database is running") from exc
+            raise ImportBusy(words.import_busy) from exc
         yield
     finally:
         handle.close()
@@ -690,7 +751,7 @@ def _apply_sqlite(
     database: Path,
     staging: _Staging,
     now: datetime,
-    prune: bool,
+    prune: _Prune | None,
     progress: ImportProgress | None,
 ) -> ImportCounts:
     staging.close_connection()
@@ -703,15 +764,22 @@ def _apply_sqlite(
         conn.execute("ATTACH DATABASE ? AS stage", (str(staging.path),))
         conn.execute("PRAGMA stage.journal_mode=OFF")
         conn.execute("PRAGMA stage.synchronous=OFF")
-        conn.execute("BEGIN")
-        _run_script(conn, _SQLITE_DIFF)
-        if prune:
-            _run_script(conn, _SQLITE_PRUNE)
-        _run_script(conn, _SQLITE_TOUCHED)
-        conn.execute("COMMIT")
 
         def count(table: str) -> int:
             return int(conn.execute(f"SELECT count(*) FROM stage.{table}").fetchone()[0])
+
+        conn.execute("BEGIN")
+        _run_script(conn, _SQLITE_DIFF)
+        if prune is not None:
+            _run_script(conn, _SQLITE_PRUNE)
+            # In the diff's snapshot, before the first write: a refused prune (closing
+            # the connection ends the read transaction) has changed nothing.
+            open_meters = conn.execute(
+                "SELECT count(*) FROM main.meters WHERE closed_at IS NULL"
+            ).fetchone()[0]
+            prune.check(count("met_close"), open_meters, count("acc_close"))
+        _run_script(conn, _SQLITE_TOUCHED)
+        conn.execute("COMMIT")
 
         counts = ImportCounts(rows=staging.rows)
         counts.accounts_created = count("acc_new")
@@ -870,10 +938,16 @@ async def _staged_records(
 
 
 async def _apply_postgresql(
-    pg: Any, staging: _Staging, now: datetime, prune: bool, progress: ImportProgress | None
+    pg: Any,
+    staging: _Staging,
+    now: datetime,
+    prune: _Prune | None,
+    progress: ImportProgress | None,
 ) -> ImportCounts:
     counts = ImportCounts(rows=staging.rows)
-    steps = (*_PG_STEPS, *(_PG_PRUNE_STEPS if prune else ()))
+    # The prune first (what it closes is absent from the file, so no other step touches
+    # it): a refused prune rolls back before the rest of the work is done.
+    steps = (*(_PG_PRUNE_STEPS if prune is not None else ()), *_PG_STEPS)
     total_steps = len(steps) + 1
     created_at = to_db_time(now)
     async with pg.transaction():
@@ -905,10 +979,14 @@ async def _apply_postgresql(
         await pg.execute("ANALYZE import_rows; ANALYZE import_phones")
         if progress is not None:
             progress("write", 1, total_steps)
+        if prune is not None:
+            open_meters = await pg.fetchval("SELECT count(*) FROM meters WHERE closed_at IS NULL")
         for number, (name, statement) in enumerate(steps, start=2):
             args = (created_at,) if "$1" in statement else ()
             status = await pg.execute(statement, *args, timeout=_PG_STEP_TIMEOUT_S)
             setattr(counts, name, int(status.split()[-1]))
+            if prune is not None and name == _PG_PRUNE_STEPS[-1][0]:
+                prune.check(counts.meters_closed, open_meters, counts.accounts_closed)
             if progress is not None:
                 progress("write", number, total_steps)
     counts.accounts_unchanged = staging.accounts - counts.accounts_created
@@ -919,7 +997,7 @@ async def _apply_postgresql(
 
 
 @contextlib.asynccontextmanager
-async def _postgresql_import_connection(store: SqlStore) -> AsyncIterator[Any]:
+async def _postgresql_import_connection(store: SqlStore, words: CliTexts) -> AsyncIterator[Any]:
     """The raw asyncpg connection the import runs on, holding the import lock (a
     session advisory lock: a second import, from any instance, is refused)."""
     async with store.engine.connect() as conn:
@@ -927,7 +1005,7 @@ async def _postgresql_import_connection(store: SqlStore) -> AsyncIterator[Any]:
         pg = raw.driver_connection
         assert pg is not None
         if not await pg.fetchval("SELECT pg_try_advisory_lock($1)", _PG_IMPORT_LOCK):
-            raise ImportBusy("another accounts import of this database is running")
+            raise ImportBusy(words.import_busy)
         try:
             yield pg
         finally:
@@ -963,35 +1041,40 @@ async def import_accounts(
     progress: ImportProgress | None = None,
     *,
     prune: bool = False,
+    prune_max_share: float = BillingSettings.prune_max_share,
+    locale: str = "en",
     staging_dir: Path | None = None,
 ) -> ImportCounts:
     """Bring accounts, meters and phones in line with the file; all or nothing.
 
     `source`: a path, or the file as an iterator (sync or async) of text lines or of
     bytes chunks split anywhere, e.g. an HTTP body. `prune`: the file lists every
-    account; accounts and meters it does not list are closed. `progress` is called
-    from a worker thread. Raises ImportRejected (the bad lines; nothing written),
-    ImportBusy (another import runs) or StoreUnavailable.
+    account; accounts and meters it does not list are closed, unless that would be
+    more than `prune_max_share` (0..1) of the open meters. `locale`: the language of
+    the problems. `progress` is called from a worker thread. Raises ImportRejected
+    (the bad lines; nothing written), PruneRefused (nothing written), ImportBusy
+    (another import runs) or StoreUnavailable.
     """
+    if not 0 <= prune_max_share <= 1:
+        raise ValueError(f"prune_max_share must be 0..1, got {prune_max_share}")
+    words = cli_texts(locale)
+    pruning = _Prune(prune_max_share, words) if prune else None
     started = time.monotonic()
     loop = asyncio.get_running_loop()
     staging = _Staging(staging_dir)
+    stage = functools.partial(_stage_source, source, account_pattern, staging, progress, loop)
     try:
         if store.dialect == "sqlite":
             database = _sqlite_database(store)
-            with _sqlite_import_lock(database):
-                await asyncio.to_thread(
-                    _stage_source, source, account_pattern, staging, progress, loop
-                )
+            with _sqlite_import_lock(database, words):
+                await asyncio.to_thread(stage, words)
                 counts = await asyncio.to_thread(
-                    _apply_sqlite, database, staging, now, prune, progress
+                    _apply_sqlite, database, staging, now, pruning, progress
                 )
         else:
-            async with _postgresql_import_connection(store) as pg:
-                await asyncio.to_thread(
-                    _stage_source, source, account_pattern, staging, progress, loop
-                )
-                counts = await _apply_postgresql(pg, staging, now, prune, progress)
+            async with _postgresql_import_connection(store, words) as pg:
+                await asyncio.to_thread(stage, words)
+                counts = await _apply_postgresql(pg, staging, now, pruning, progress)
     except _UNAVAILABLE as exc:
         raise StoreUnavailable(f"accounts import: {exc.__class__.__name__}: {exc}") from exc
     finally:
@@ -1016,13 +1099,10 @@ def read_accounts_csv(path: Path, account_pattern: str) -> list[MeterRow]:
                 continue
             first = seen.setdefault((parsed.account, parsed.serial), parsed.line)
             if first != parsed.line:
-                problems.append(
-                    ImportProblem(
-                        parsed.line,
-                        f"meter {parsed.serial} of account {parsed.account} "
-                        f"already on line {first}",
-                    )
+                twice = EN.meter_twice.format(
+                    serial=parsed.serial, account=parsed.account, first=first
                 )
+                problems.append(ImportProblem(parsed.line, twice))
                 continue
             rows.append(parsed)
     if problems:
@@ -1032,7 +1112,7 @@ def read_accounts_csv(path: Path, account_pattern: str) -> list[MeterRow]:
 
 def _validate_period(period: str) -> None:
     if not _PERIOD.fullmatch(period):
-        raise ValueError(f"period must be YYYY-MM, got {period!r}")
+        raise BadPeriod(f"period must be YYYY-MM, got {period!r}")
 
 
 async def count_readings(store: SqlStore, period: str) -> int:
@@ -1061,6 +1141,50 @@ async def export_readings(
     return written
 
 
+# submitted_at as the CSV has it (UTC, whole seconds, "+00:00"), formatted by the
+# database: every column is then text or a number, and a batch of rows goes to
+# csv.writerows as it comes, with no Python per row (the export runs on serve's event
+# loop). Truncated, not rounded, as datetime.isoformat(timespec="seconds") would.
+_PG_SUBMITTED = 'YYYY-MM-DD"T"HH24:MI:SS"+00:00"'
+_SQLITE_SUBMITTED = "%Y-%m-%dT%H:%M:%S+00:00"
+# SQLite's planner reads the period's readings by their period index and sorts them
+# by account in a temporary b-tree: the whole month, held in memory (temp_store =
+# MEMORY), before the first row (+110 MB for a million). CROSS JOIN keeps meters the
+# outer loop (SQLite's documented rule), walked in its (account, serial) index, each
+# meter's reading found by (meter_id, period): the rows come out in order, at once.
+_SQLITE_EXPORT = text(
+    """SELECT meters.account, meters.serial, readings.period, readings.t1, readings.t2,
+              readings.t3, readings.status, strftime(:stamp, readings.submitted_at),
+              readings.channel
+       FROM meters CROSS JOIN readings ON readings.meter_id = meters.id
+       WHERE readings.period = :period
+       ORDER BY meters.account, meters.serial"""
+).columns(*(column(name) for name in EXPORT_COLUMNS))  # a SELECT: streamed, not buffered
+
+
+def _export_statement(dialect: str, period: str) -> Executable:
+    """The period's rows in EXPORT_COLUMNS order, sorted by account and serial."""
+    if dialect == "sqlite":
+        return _SQLITE_EXPORT.bindparams(period=period, stamp=_SQLITE_SUBMITTED)
+    # PostgreSQL sorts in the server (spilling to disk past work_mem), not here.
+    return (
+        select(
+            meters.c.account,
+            meters.c.serial,
+            readings.c.period,
+            readings.c.t1,
+            readings.c.t2,
+            readings.c.t3,
+            readings.c.status,
+            func.to_char(readings.c.submitted_at, _PG_SUBMITTED),
+            readings.c.channel,
+        )
+        .join(meters, meters.c.id == readings.c.meter_id)
+        .where(readings.c.period == period)
+        .order_by(meters.c.account, meters.c.serial)
+    )
+
+
 async def readings_csv_chunks(store: SqlStore, period: str) -> AsyncIterator[tuple[str, int]]:
     """The export CSV in pieces of up to BATCH_ROWS rows: (text, rows in it).
 
@@ -1072,40 +1196,11 @@ async def readings_csv_chunks(store: SqlStore, period: str) -> AsyncIterator[tup
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(EXPORT_COLUMNS)
     yield buffer.getvalue(), 0
-    stmt = (
-        select(
-            meters.c.account,
-            meters.c.serial,
-            readings.c.period,
-            readings.c.t1,
-            readings.c.t2,
-            readings.c.t3,
-            readings.c.status,
-            readings.c.submitted_at,
-            readings.c.channel,
-        )
-        .join(meters, meters.c.id == readings.c.meter_id)
-        .where(readings.c.period == period)
-        .order_by(meters.c.account, meters.c.serial)
-    )
+    stmt = _export_statement(store.dialect, period)
     async with store.reader() as tx:
         result = await tx.conn.stream(stmt.execution_options(yield_per=BATCH_ROWS))
         async for partition in result.partitions():
             buffer.seek(0)
             buffer.truncate()
-            for row in partition:
-                submitted = from_db_time(row.submitted_at)
-                writer.writerow(
-                    [
-                        row.account,
-                        row.serial,
-                        row.period,
-                        row.t1,
-                        "" if row.t2 is None else row.t2,
-                        "" if row.t3 is None else row.t3,
-                        row.status,
-                        submitted.isoformat(timespec="seconds"),
-                        row.channel,
-                    ]
-                )
+            writer.writerows(partition)  # None (no t2, t3) is written as ""
             yield buffer.getvalue(), len(partition)

@@ -4,7 +4,7 @@
     GET /api/accounts/{account}/readings
     GET /api/readings/export?period=YYYY-MM
     GET /api/instances
-    POST /api/accounts/import[?prune=true]   text/csv body: the accounts file
+    POST /api/accounts/import[?prune=true[&prune_max_share=0..1]]   text/csv: the accounts file
 
 Every parameter is checked here and a bad one answers 400 saying what is wrong.
 The cursor is the id of the last item returned: the next page holds older rows.
@@ -21,7 +21,13 @@ from typing import Any
 
 from aiohttp import web
 
-from adapters.db.bulk import ImportBusy, ImportRejected, import_accounts, readings_csv_chunks
+from adapters.db.bulk import (
+    ImportBusy,
+    ImportRejected,
+    PruneRefused,
+    import_accounts,
+    readings_csv_chunks,
+)
 from adapters.db.store import StoredMessage
 from adapters.http.errors import BadInput, NotFound
 from adapters.http.keys import GATEWAY_KEY
@@ -99,6 +105,18 @@ def parse_period(raw: str | None) -> str:
     if not _PERIOD.fullmatch(period):
         raise BadInput(f"period: expected YYYY-MM, got {raw!r}")
     return period
+
+
+def parse_share(raw: str | None, default: float) -> float:
+    if raw is None or not raw.strip():
+        return default
+    try:
+        share = float(raw)
+    except ValueError:
+        share = -1.0
+    if not 0 <= share <= 1:
+        raise BadInput(f"prune_max_share: expected a share 0..1 (0.1 = 10 %), got {raw!r}")
+    return share
 
 
 def message_item(message: StoredMessage) -> dict[str, Any]:
@@ -193,13 +211,18 @@ async def list_instances(request: web.Request) -> web.Response:
 async def import_accounts_file(request: web.Request) -> web.Response:
     """Billing pushes its accounts file: streamed (never held in memory), the same checks
     and all-or-nothing promise as `sms-gateway accounts import`. 200 with the counts,
-    422 with the lines that are wrong, 409 while another import runs."""
+    422 with the lines that are wrong or with why a prune was refused, 409 while
+    another import runs. Its words are English whatever the locale, like the API's
+    other errors: programs read them."""
     if request.content_type not in ("text/csv", "text/plain"):
         raise BadInput(f"expected a text/csv body, got {request.content_type or 'none'}")
     prune = request.query.get("prune", "false").lower()
     if prune not in ("true", "false", "1", "0"):
         raise BadInput(f"prune: expected true or false, got {prune!r}")
     gateway = request.app[GATEWAY_KEY]
+    max_share = parse_share(
+        request.query.get("prune_max_share"), gateway.settings.billing.prune_max_share
+    )
     try:
         counts = await import_accounts(
             gateway.store,
@@ -207,12 +230,24 @@ async def import_accounts_file(request: web.Request) -> web.Response:
             gateway.settings.gateway.account_pattern,
             datetime.now(UTC),
             prune=prune in ("true", "1"),
+            prune_max_share=max_share,
         )
     except ImportRejected as rejected:
         body = {
             "error": "file rejected, nothing imported",
             "problems": [{"line": p.line, "message": p.message} for p in rejected.shown],
             "total_problems": rejected.total,
+        }
+        return web.json_response(body, status=422, dumps=_dumps)
+    except PruneRefused as refused:
+        body = {
+            "error": "prune refused, nothing imported",
+            "reason": refused.problems[0],
+            "meters_to_close": refused.meters_to_close,
+            "open_meters": refused.open_meters,
+            "accounts_to_close": refused.accounts_to_close,
+            "prune_max_share": refused.max_share,
+            "prune_max_share_needed": refused.share_needed,
         }
         return web.json_response(body, status=422, dumps=_dumps)
     except ImportBusy as busy:

@@ -171,6 +171,24 @@ async def test_export_lists_the_periods_readings(db_url, settings_for, gateway_f
     )
 
 
+async def test_export_times_are_utc_in_whole_seconds(db_url, settings_for, gateway_factory, clock):
+    """The database formats submitted_at: UTC with its offset, the fraction cut off
+    (not rounded up to the next second), on SQLite and PostgreSQL alike."""
+    gateway = await gateway_factory(settings_for(db_url))
+    clock.now = datetime(2026, 11, 18, 9, 0, 59, 999_999, tzinfo=UTC)
+    await run_script(
+        gateway,
+        clock,
+        "79161234567 > 1234567833 1234\n< Приняты показания ЛС 1234567833: Т1 1234 (+50).",
+    )
+    out = io.StringIO()
+    await export_readings(gateway.store, "2026-11", out)
+    assert (
+        "1234567833,00112233,2026-11,1234,,,accepted,2026-11-18T09:00:59+00:00,cli"
+        == (out.getvalue().splitlines()[1])
+    )
+
+
 async def test_export_rejects_a_bad_period(empty_gateway):
     with pytest.raises(ValueError, match="YYYY-MM"):
         await export_readings(empty_gateway.store, "2026-13", io.StringIO())

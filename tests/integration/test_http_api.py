@@ -740,3 +740,66 @@ async def test_billing_pushes_its_accounts_file_over_http(ops):
     release.set()
     assert 409 == second.status, await second.text()
     assert 200 == (await first).status
+
+
+async def test_a_prune_over_http_that_would_close_too_many_is_refused(ops):
+    """POST /api/accounts/import?prune=true with a file of one of the seven demo meters:
+    422 with the reason and the numbers, nothing changed; with prune_max_share high
+    enough it goes through; a share outside 0..1 is a 400."""
+    client, gateway = ops
+    headers = {**BEARER, "Content-Type": "text/csv"}
+    body = IMPORT_HEADER + "1234567833,00112233,1,5,+79161234567,1184,,,2026-10-20\n"
+
+    async def open_meters() -> int:
+        async with gateway.store.reader() as tx:
+            return len(
+                (await tx.conn.execute(select(meters.c.id).where(meters.c.closed_at.is_(None))))
+                .scalars()
+                .all()
+            )
+
+    refused = await client.post("/api/accounts/import?prune=true", data=body, headers=headers)
+    assert 422 == refused.status
+    answer = await refused.json()
+    assert {
+        "error": "prune refused, nothing imported",
+        "reason": "the file would close 6 of 7 open meters (85.7 %) and 5 accounts, more "
+        "than the limit of 10 % ([billing] prune_max_share). A truncated or partial file? "
+        "If it is billing's full list, run again with --prune-max-share 0.86 (over HTTP: "
+        "prune_max_share=0.86)",
+        "meters_to_close": 6,
+        "open_meters": 7,
+        "accounts_to_close": 5,
+        "prune_max_share": 0.1,
+        "prune_max_share_needed": 0.86,
+    } == answer
+    assert 7 == await open_meters()
+
+    too_little = await client.post(
+        "/api/accounts/import?prune=true&prune_max_share=0.85", data=body, headers=headers
+    )
+    assert 422 == too_little.status
+    assert 7 == await open_meters()
+    for bad in ("2", "-0.1", "ten", "nan"):
+        wrong = await client.post(
+            f"/api/accounts/import?prune=true&prune_max_share={bad}", data=body, headers=headers
+        )
+        assert (
+            400,
+            {"error": f"prune_max_share: expected a share 0..1 (0.1 = 10 %), got {bad!r}"},
+        ) == (
+            wrong.status,
+            await wrong.json(),
+        )
+
+    done = await client.post(
+        "/api/accounts/import?prune=true&prune_max_share=0.86", data=body, headers=headers
+    )
+    assert 200 == done.status
+    counts = await done.json()
+    assert (6, 5, 1) == (
+        counts["meters_closed"],
+        counts["accounts_closed"],
+        counts["meters_unchanged"],
+    )
+    assert 1 == await open_meters()

@@ -11,7 +11,13 @@ from datetime import UTC, datetime
 import pytest
 from sqlalchemy import func, select, text
 
-from adapters.db.bulk import ImportBusy, ImportProblem, ImportRejected, import_accounts
+from adapters.db.bulk import (
+    ImportBusy,
+    ImportProblem,
+    ImportRejected,
+    PruneRefused,
+    import_accounts,
+)
 from adapters.db.schema import account_phones, accounts, meters, readings
 from sms_gateway.domain.model import InboundSms
 
@@ -124,7 +130,7 @@ async def test_prune_closes_what_the_file_no_longer_lists(
 ):
     """--prune closes the accounts and meters a full file leaves out: their SMS are
     answered as for an unknown account, their readings stay; listed again, they are
-    reopened."""
+    reopened. (2 of the 7 meters: above the default share, so the limit is raised.)"""
     gateway = await gateway_factory(settings_for(db_url))
 
     async def send(text: str, phone: str = "+79990000001") -> str:
@@ -154,7 +160,9 @@ async def test_prune_closes_what_the_file_no_longer_lists(
     kept = await import_accounts(gateway.store, path, PATTERN, NOW)
     assert (0, 0) == (kept.accounts_closed, kept.meters_closed)
 
-    pruned = await import_accounts(gateway.store, path, PATTERN, NOW, prune=True)
+    pruned = await import_accounts(
+        gateway.store, path, PATTERN, NOW, prune=True, prune_max_share=0.3
+    )
     assert (1, 2) == (pruned.accounts_closed, pruned.meters_closed)
     assert (0, 0, 5) == (
         pruned.accounts_created,
@@ -183,6 +191,56 @@ async def test_prune_closes_what_the_file_no_longer_lists(
     assert (0, 1) == (reopened.accounts_created, reopened.accounts_updated)
     assert (0, 2) == (reopened.meters_created, reopened.meters_updated)
     assert "corrected" == await send("7770003334 902 702 1602")
+
+
+async def test_a_prune_that_would_close_too_many_open_meters_is_refused(empty_gateway, tmp_path):
+    """20 meters. A prune closing 2 of them (10 %, the default share) goes through; a
+    file that would close 3 of the 18 still open (17 %), and change and add rows too,
+    is refused with nothing written, saying how many and what share would let it
+    through; with that share it goes through."""
+    path = tmp_path / "billing.csv"
+    rows = _rows(20)
+    path.write_text(HEADER + "".join(rows), encoding="utf-8")
+    await import_accounts(empty_gateway.store, path, PATTERN, NOW)
+
+    path.write_text(HEADER + "".join(rows[2:]), encoding="utf-8")
+    within = await import_accounts(empty_gateway.store, path, PATTERN, NOW, prune=True)
+    assert (2, 2, 18) == (within.meters_closed, within.accounts_closed, within.meters_unchanged)
+
+    truncated = _rows(15, first=5, changed=frozenset({6, 7})) + _rows(1, first=100)
+    path.write_text(HEADER + "".join(truncated), encoding="utf-8")
+    before = await _snapshot(empty_gateway)
+    with pytest.raises(PruneRefused) as caught:
+        await import_accounts(empty_gateway.store, path, PATTERN, NOW, prune=True)
+    refused = caught.value
+    assert (3, 18, 3, 0.1, 0.17) == (
+        refused.meters_to_close,
+        refused.open_meters,
+        refused.accounts_to_close,
+        refused.max_share,
+        refused.share_needed,
+    )
+    assert [
+        "the file would close 3 of 18 open meters (16.7 %) and 3 accounts, more than the "
+        "limit of 10 % ([billing] prune_max_share). A truncated or partial file? If it is "
+        "billing's full list, run again with --prune-max-share 0.17 (over HTTP: "
+        "prune_max_share=0.17)"
+    ] == refused.problems
+    assert before == await _snapshot(empty_gateway)
+
+    forced = await import_accounts(
+        empty_gateway.store, path, PATTERN, NOW, prune=True, prune_max_share=0.17
+    )
+    assert (3, 3, 1, 2) == (
+        forced.meters_closed,
+        forced.accounts_closed,
+        forced.meters_created,
+        forced.meters_updated,
+    )
+    # Without --prune the guard has nothing to say: absent meters are left alone.
+    path.write_text(HEADER + "".join(rows[:1]), encoding="utf-8")
+    plain = await import_accounts(empty_gateway.store, path, PATTERN, NOW)
+    assert (0, 1) == (plain.meters_closed, plain.meters_updated)
 
 
 async def test_a_bad_row_near_the_end_of_a_large_file_changes_nothing(empty_gateway, tmp_path):

@@ -356,7 +356,10 @@ async def test_cli_prune_dry_run_then_prune(gateway, db_url, tmp_path):
     # Older than 30 days before today, whatever today is.
     await _write_old_log(gateway, 5, start=datetime(2020, 1, 10, 8, 0))
     config = tmp_path / "gateway.toml"
-    config.write_text(f'[database]\nurl = "{db_url}"\nupgrade_on_start = false\n', encoding="utf-8")
+    config.write_text(
+        f'[gateway]\nlocale = "en"\n[database]\nurl = "{db_url}"\nupgrade_on_start = false\n',
+        encoding="utf-8",
+    )
 
     async def cli(*args: str) -> str:
         process = await asyncio.create_subprocess_exec(

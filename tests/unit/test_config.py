@@ -86,21 +86,31 @@ def test_type_errors_name_the_key(tmp_path):
     ]
 
 
-def test_message_retention_is_400_days_unless_set_and_at_least_one_day(tmp_path):
-    """The shipped file and the built-in default agree on 400 days; the environment
-    overrides it; less than a day is reported with the other problems."""
+@pytest.mark.parametrize(
+    ("section", "key", "default", "override", "bad", "problem"),
+    [
+        ("database", "keep_messages_days", 400, 30, 0, "expected at least 1 day"),
+        ("billing", "prune_max_share", 0.1, 0.5, 10, "expected a share 0..1 (0.1 = 10 %)"),
+    ],
+)
+def test_defaults_of_the_shipped_file_and_the_code_agree_and_are_checked(
+    tmp_path, section, key, default, override, bad, problem
+):
+    """Message retention (400 days) and the prune guard's share (0.1): the shipped file
+    and the built-in default agree; the environment overrides them; a value out of
+    range is reported with the other problems."""
     shipped = load_settings(ROOT / "config" / "gateway.toml", environ={})
-    assert 400 == shipped.database.keep_messages_days
+    assert default == getattr(getattr(shipped, section), key)
     path = tmp_path / "g.toml"
     path.write_text("[http]\nport = 80\n", encoding="utf-8")
-    assert 400 == load_settings(path, environ={}).database.keep_messages_days
-    override = {"SMS_GATEWAY__DATABASE__KEEP_MESSAGES_DAYS": "30"}
-    assert 30 == load_settings(path, environ=override).database.keep_messages_days
-    path.write_text("[database]\nkeep_messages_days = 0\n[http]\nport = 0\n", encoding="utf-8")
+    assert default == getattr(getattr(load_settings(path, environ={}), section), key)
+    environ = {f"SMS_GATEWAY__{section.upper()}__{key.upper()}": str(override)}
+    assert override == getattr(getattr(load_settings(path, environ=environ), section), key)
+    path.write_text(f"[{section}]\n{key} = {bad}\n[http]\nport = 0\n", encoding="utf-8")
     with pytest.raises(ConfigError) as caught:
         load_settings(path, environ={})
     assert [
-        "[database] keep_messages_days: expected at least 1 day",
+        f"[{section}] {key}: {problem}",
         "[http] port: expected 1..65535",
     ] == sorted(caught.value.problems)
 
