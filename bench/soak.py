@@ -37,7 +37,6 @@ import contextlib
 import math
 import os
 import re
-import resource
 import signal
 import sqlite3
 import statistics
@@ -54,7 +53,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench._fixtures import latin_texts, write_accounts  # noqa: E402
+from bench._fixtures import latin_texts, wake_up_cost_us, write_accounts  # noqa: E402
 from tests.e2e.serve_support import cli, write_config  # noqa: E402
 from tests.integration.smpp_support import SmscPeer, peer_problem  # noqa: E402
 
@@ -650,43 +649,6 @@ async def run(args: argparse.Namespace) -> int:
             "  " + ", ".join(f"{at - run_epoch:.0f}: {lag * 1000:.0f}" for at, lag in lags.stalls)
         )
     return summary(minutes, counts, sent, lost, args)
-
-
-def wake_up_cost_us(count: int = 300) -> tuple[float, float]:
-    """What this machine charges in CPU for waking a thread from idle: (a sleep of 5 ms,
-    a hand-over to another thread blocked on a condition every 5 ms), microseconds of
-    this process's CPU each. Measured here, outside serve, before the run: on a VM a
-    wake-up from idle can cost tens of times what it costs on bare metal, and at a
-    steady rate serve's threads wake several times per MO."""
-
-    def process_cpu() -> float:
-        usage = resource.getrusage(resource.RUSAGE_SELF)
-        return usage.ru_utime + usage.ru_stime
-
-    start = process_cpu()
-    for _ in range(count):
-        time.sleep(0.005)
-    sleep_us = (process_cpu() - start) / count * 1e6
-
-    condition = threading.Condition()
-    turns = [0]
-
-    def worker() -> None:
-        with condition:
-            for seen in range(1, count + 1):
-                condition.wait_for(lambda seen=seen: turns[0] >= seen)  # type: ignore[misc]
-
-    thread = threading.Thread(target=worker)
-    thread.start()
-    start = process_cpu()
-    for _ in range(count):
-        time.sleep(0.005)
-        with condition:
-            turns[0] += 1
-            condition.notify()
-    thread.join()
-    handover_us = (process_cpu() - start) / count * 1e6 - sleep_us
-    return sleep_us, handover_us
 
 
 def print_threads(
