@@ -15,6 +15,9 @@ class InvalidPhone(ValueError):
 # repeat within minutes (a confirmation, a correction), not across the month, so a
 # small cache catches the repeats without growing to a phone book (issue 12: 65,536
 # entries of this and the next cache held 46 MB).
+_SEPARATORS = " ()-"
+
+
 @functools.lru_cache(maxsize=8192)
 def normalize_phone(raw: str, region: str = "RU") -> str:
     """`8 (916) 123-45-67`, `79161234567`, `+7 916 123 45 67` -> `+79161234567`.
@@ -25,6 +28,23 @@ def normalize_phone(raw: str, region: str = "RU") -> str:
     if not text:
         raise InvalidPhone("empty phone number")
     digits = "".join(ch for ch in text if ch.isdigit())
+    # The domestic spelling billing files are full of, 8 (916) 123-45-67, without
+    # phonenumbers (80 µs each: a quarter of a million-row import's check). Only
+    # separators besides the digits, and not 8 10..., Russia's international prefix,
+    # which phonenumbers reads as a call abroad. Proved equal by a property test.
+    if (
+        region == "RU"
+        and len(digits) == 11
+        and digits[0] == "8"
+        and not digits.startswith("810")
+        and text[0] == "8"
+        and text.strip(_SEPARATORS + "0123456789") == ""
+    ):
+        return "+7" + digits[1:]
+    return _with_phonenumbers(raw, text, digits, region)
+
+
+def _with_phonenumbers(raw: str, text: str, digits: str, region: str) -> str:
     # SMSCs and Twilio send international numbers without '+' (79161234567);
     # a bare 11-digit number starting with 7 is the Russian +7 form, and with 8
     # the domestic trunk form.
