@@ -300,6 +300,7 @@ class GatewayService:
         """
         handled: dict[int, _Handled] = {}
         new = [job for job in batch if job.kind != "process"]
+        fresh: set[int] = set()
         if new:
             stored = insert_inbound_many(
                 conn,
@@ -309,6 +310,8 @@ class GatewayService:
             )
             for job, (inbound_id, duplicate) in zip(new, stored, strict=True):
                 job.inbound_id, job.duplicate = inbound_id, duplicate
+                if not duplicate:
+                    fresh.add(inbound_id)
         # One received apart is processed in a later transaction, once acknowledged.
         work = [job for job in batch if job.kind in ("process", "handle", "receive")]
         if not work:
@@ -320,6 +323,7 @@ class GatewayService:
         unit = BatchUnit.load(
             conn,
             inbound_ids=[job.inbound_id for job in work if job.inbound_id is not None],
+            inserted=fresh,
             phones=[job.inbound.phone for job in work],
             account_ids=self._named_accounts(job.parsed for job in work),
             hour_ago=now - timedelta(hours=1),

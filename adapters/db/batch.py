@@ -182,6 +182,7 @@ class BatchUnit:
         *,
         inbound_ids: Sequence[int],
         phones: Iterable[str],
+        inserted: frozenset[int] | set[int] = frozenset(),
         account_ids: Iterable[str],
         hour_ago: datetime,
         day_ago: datetime,
@@ -190,10 +191,16 @@ class BatchUnit:
         phone_list = sorted(set(phones))
         ids = sorted(set(inbound_ids))
 
+        # Rows this transaction inserted are "received" and locked by it already: only
+        # the others (redeliveries, work stored earlier) are read, and locked.
+        for inbound_id in inserted:
+            unit.inbound_status[inbound_id] = "received"
+            unit.inbound_outcome[inbound_id] = None
+        stored = [i for i in ids if i not in inserted]
         status_query = (
             _INBOUND_STATUS_LOCKED if conn.dialect.name == "postgresql" else _INBOUND_STATUS_PLAIN
         )
-        for row in status_query.rows(conn, {"ids": ids}):
+        for row in status_query.rows(conn, {"ids": stored}) if stored else ():
             unit.inbound_status[row.id] = row.status
             unit.inbound_outcome[row.id] = row.outcome
         done = [i for i, status in unit.inbound_status.items() if status != "received"]
