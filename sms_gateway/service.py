@@ -566,8 +566,11 @@ class GatewayService:
         """No account to book on: the one named, or the phone's one, may be closed by
         billing, and then the reply says so and where to turn instead of "check the
         number" (which would send the subscriber round in circles)."""
-        closed = tx.closed_account_for_phone(phone) if named is None else named
-        if closed is not None and tx.is_closed(closed):
+        if named is None:
+            closed = tx.closed_account_for_phone(phone)
+        else:
+            closed = named if tx.is_closed(named) else None
+        if closed is not None:
             context = self._context(
                 Outcome.UNKNOWN_ACCOUNT,
                 account=closed,
