@@ -865,27 +865,40 @@ _PG_STEPS = (
              AND EXISTS (SELECT 1 FROM import_rows r WHERE r.account = a.account)""",
     ),
     (
-        "meters_updated",
-        """UPDATE meters m SET zones = r.zones, digits = r.digits, last_t1 = r.last_t1,
-             last_t2 = r.last_t2, last_t3 = r.last_t3, last_read_on = r.last_read_on,
-             closed_at = NULL
+        # Every row of the file against its meter, in one join: which exist, and which
+        # of those differ. The two steps after it then touch only what changed (a
+        # nightly delta: 1 %) instead of joining the whole file twice.
+        None,
+        """CREATE TEMP TABLE import_diff ON COMMIT DROP AS
+           SELECT r.*, m.id AS meter_id,
+                  m.id IS NOT NULL
+                  AND (m.zones, m.digits, m.last_t1, m.last_t2, m.last_t3, m.last_read_on,
+                       m.closed_at)
+                      IS DISTINCT FROM (r.zones, r.digits, r.last_t1, r.last_t2, r.last_t3,
+                                        r.last_read_on, NULL::timestamp) AS changed
            FROM import_rows r
-           WHERE m.account = r.account AND m.serial = r.serial
-             AND (m.zones, m.digits, m.last_t1, m.last_t2, m.last_t3, m.last_read_on,
-                  m.closed_at)
-                 IS DISTINCT FROM (r.zones, r.digits, r.last_t1, r.last_t2, r.last_t3,
-                                   r.last_read_on, NULL::timestamp)""",
+           LEFT JOIN meters m ON m.account = r.account AND m.serial = r.serial""",
+    ),
+    # Its statistics: the planner then looks the few changed meters up by id rather
+    # than scanning all of them.
+    (None, "ANALYZE import_diff"),
+    (
+        "meters_updated",
+        """UPDATE meters m SET zones = d.zones, digits = d.digits, last_t1 = d.last_t1,
+             last_t2 = d.last_t2, last_t3 = d.last_t3, last_read_on = d.last_read_on,
+             closed_at = NULL
+           FROM import_diff d
+           WHERE d.changed AND m.id = d.meter_id""",
     ),
     (
         "meters_created",
         """INSERT INTO meters (account, serial, zones, digits, last_t1, last_t2, last_t3,
                                last_read_on)
-           SELECT r.account, r.serial, r.zones, r.digits, r.last_t1, r.last_t2, r.last_t3,
-                  r.last_read_on
-           FROM import_rows r
-           WHERE NOT EXISTS (SELECT 1 FROM meters m
-                             WHERE m.account = r.account AND m.serial = r.serial)
-           ORDER BY r.account, r.serial""",
+           SELECT d.account, d.serial, d.zones, d.digits, d.last_t1, d.last_t2, d.last_t3,
+                  d.last_read_on
+           FROM import_diff d
+           WHERE d.meter_id IS NULL
+           ORDER BY d.account, d.serial""",
     ),
     (
         # ON CONFLICT as well: the pipeline may link the same phone (REG) meanwhile.
@@ -984,7 +997,8 @@ async def _apply_postgresql(
         for number, (name, statement) in enumerate(steps, start=2):
             args = (created_at,) if "$1" in statement else ()
             status = await pg.execute(statement, *args, timeout=_PG_STEP_TIMEOUT_S)
-            setattr(counts, name, int(status.split()[-1]))
+            if name is not None:
+                setattr(counts, name, int(status.split()[-1]))
             if prune is not None and name == _PG_PRUNE_STEPS[-1][0]:
                 prune.check(counts.meters_closed, open_meters, counts.accounts_closed)
             if progress is not None:
