@@ -853,20 +853,8 @@ CREATE TEMP TABLE import_phones (account text, phone text) ON COMMIT DROP;
 # unchanged majority of a nightly file neither takes a sequence value nor a row lock.
 _PG_STEPS = (
     (
-        "accounts_created",
-        """INSERT INTO accounts (account, created_at)
-           SELECT DISTINCT r.account, $1::timestamp FROM import_rows r
-           WHERE NOT EXISTS (SELECT 1 FROM accounts a WHERE a.account = r.account)""",
-    ),
-    (
-        "accounts_updated",
-        """UPDATE accounts a SET closed_at = NULL
-           WHERE a.closed_at IS NOT NULL
-             AND EXISTS (SELECT 1 FROM import_rows r WHERE r.account = a.account)""",
-    ),
-    (
         # Every row of the file against its meter, in one join: which exist, and which
-        # of those differ. The two steps after it then touch only what changed (a
+        # of those differ. The steps after it then touch only what changed (a
         # nightly delta: 1 %) instead of joining the whole file twice.
         None,
         """CREATE TEMP TABLE import_diff ON COMMIT DROP AS
@@ -882,6 +870,21 @@ _PG_STEPS = (
     # Its statistics: the planner then looks the few changed meters up by id rather
     # than scanning all of them.
     (None, "ANALYZE import_diff"),
+    (
+        # A new account has only new meters (a meter belongs to its account): only the
+        # accounts of the rows with no meter yet are looked for, not the whole file's.
+        "accounts_created",
+        """INSERT INTO accounts (account, created_at)
+           SELECT DISTINCT d.account, $1::timestamp FROM import_diff d
+           WHERE d.meter_id IS NULL
+             AND NOT EXISTS (SELECT 1 FROM accounts a WHERE a.account = d.account)""",
+    ),
+    (
+        "accounts_updated",
+        """UPDATE accounts a SET closed_at = NULL
+           WHERE a.closed_at IS NOT NULL
+             AND EXISTS (SELECT 1 FROM import_rows r WHERE r.account = a.account)""",
+    ),
     (
         "meters_updated",
         """UPDATE meters m SET zones = d.zones, digits = d.digits, last_t1 = d.last_t1,
