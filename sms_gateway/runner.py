@@ -41,19 +41,24 @@ LAG_WINDOW_S = 10.0
 async def recover_unprocessed(gateway: Gateway, channel: str, batch: int = 200) -> int:
     """Process inbound SMS that were stored (and acknowledged) but never handled."""
     handled = 0
+    after_id = 0
     while True:
         async with gateway.store.reader() as tx:
-            pending = await tx.unprocessed_inbound(channel, batch)
+            pending = await tx.unprocessed_inbound(channel, batch, after_id)
         if not pending:
             return handled
+        after_id = pending[-1][0]
+        # Not those stored and acknowledged a moment ago whose processing is queued in
+        # this process: handled twice, they were logged twice (once as a redelivery).
+        todo = [(i, inbound) for i, inbound in pending if i not in gateway.pipeline.in_flight]
         # All at once: the batch worker handles them in a few transactions.
         await asyncio.gather(
             *(
                 gateway.pipeline.process(AcceptedInbound(inbound_id, inbound, duplicate=True))
-                for inbound_id, inbound in pending
+                for inbound_id, inbound in todo
             )
         )
-        handled += len(pending)
+        handled += len(todo)
         if len(pending) < batch:
             return handled
 

@@ -174,6 +174,9 @@ class GatewayService:
             {"twilio"} if settings.twilio.reply_mode == "rest" else set()
         )
         self._background: set[asyncio.Task[None]] = set()
+        # Inbound rows stored and acknowledged apart whose processing is queued here:
+        # recovery (runner.recover_unprocessed) leaves them to their own job.
+        self.in_flight: set[int] = set()
         self._jobs: BatchQueue[_Job] = BatchQueue(
             self._run_batch, self._job_failed, max_batch=self.max_batch, name="gateway-batches"
         )
@@ -279,8 +282,9 @@ class GatewayService:
             handled = await self._transaction(batch)
         self._settle(batch, handled)
 
-    @staticmethod
-    def _job_failed(job: _Job, error: Exception) -> Exception:
+    def _job_failed(self, job: _Job, error: Exception) -> Exception:
+        if job.kind == "process" and job.inbound_id is not None:
+            self.in_flight.discard(job.inbound_id)  # recovery tries it again later
         log.error("inbound_failed", channel=job.inbound.channel, exc_info=error)
         return TemporaryFailure(f"could not handle: {error!r}")
 
@@ -415,6 +419,8 @@ class GatewayService:
                 continue
             if job.kind == "receive":
                 self._acknowledge(job)
+            elif job.kind == "process" and job.inbound_id is not None:
+                self.in_flight.discard(job.inbound_id)
             result = handled[id(job)]
             inbound = job.inbound
             assert result.outcome is not None
@@ -504,6 +510,7 @@ class GatewayService:
             job.future.set_exception(error)
             return
         job.kind = "process"
+        self.in_flight.add(job.inbound_id)
         self._jobs.requeue(job)
 
     def _metrics_for(self, channel: str, outcome: str) -> tuple[Any, Any]:

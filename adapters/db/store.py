@@ -532,14 +532,18 @@ class StoreTransaction:
 
     # -- the message log --------------------------------------------------
 
-    async def unprocessed_inbound(self, channel: str, limit: int) -> list[tuple[int, InboundSms]]:
-        """Inbound SMS stored but never processed (e.g. the process died in between)."""
+    async def unprocessed_inbound(
+        self, channel: str, limit: int, after_id: int = 0
+    ) -> list[tuple[int, InboundSms]]:
+        """Inbound SMS stored but never processed (e.g. the process died in between),
+        by id from after `after_id`."""
         rows = await self.conn.execute(
             select(messages)
             .where(
                 messages.c.direction == "in",
                 messages.c.status == "received",
                 messages.c.channel == channel,
+                messages.c.id > after_id,
             )
             .order_by(messages.c.id)
             .limit(limit)

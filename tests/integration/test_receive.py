@@ -154,3 +154,45 @@ async def test_processing_that_fails_still_stores_and_acknowledges(gateway, monk
         await gateway.pipeline.receive(mo(1), acknowledged.append)
     assert 1 == len(acknowledged)
     assert [("received", None)] == await _inbound_rows(gateway)
+
+
+async def test_recovery_leaves_what_is_queued_for_processing_here(gateway):
+    """Stored and acknowledged apart, its processing queued in this process: recovery
+    leaves it to that job (it handled it twice before, logging it twice); a row nobody
+    here is processing is recovered."""
+    from adapters.db.store import insert_inbound_many
+    from sms_gateway.runner import recover_unprocessed
+
+    [(inbound_id, _)] = await gateway.store.run_transaction(
+        lambda conn: insert_inbound_many(conn, [mo(1)])
+    )
+    gateway.pipeline.in_flight.add(inbound_id)
+    assert 0 == await recover_unprocessed(gateway, "smpp")
+    assert [("received", None)] == await _inbound_rows(gateway)
+
+    gateway.pipeline.in_flight.discard(inbound_id)
+    assert 1 == await recover_unprocessed(gateway, "smpp")
+    assert [("processed", "accepted")] == await _inbound_rows(gateway)
+
+
+async def test_what_is_received_apart_is_out_of_flight_once_processed(gateway):
+    """A burst goes the store-acknowledge-process way; once answered, nothing of it is
+    left in flight (recovery would skip it for ever)."""
+
+    class Watched(set):
+        most = 0
+
+        def add(self, inbound_id: int) -> None:
+            super().add(inbound_id)
+            self.most = max(self.most, len(self))
+
+    gateway.pipeline.in_flight = watched = Watched()
+    replies = await asyncio.gather(
+        *(
+            gateway.pipeline.receive(mo(i, f"1234567833 {1200 + i}"), lambda accepted: None)
+            for i in range(30)
+        )
+    )
+    assert 30 == len({reply.inbound_id for reply in replies})
+    assert watched.most > 0  # some were received apart, and were in flight
+    assert set() == gateway.pipeline.in_flight
