@@ -410,7 +410,7 @@ class SmppLink:
         self._report([Bound(self._session)])
         if self._stopping and self._client is not None and self._unbind_deadline is None:
             self._send_unbind()
-        if getattr(sock, "pending", None) is not None and sock.pending():
+        if _decrypted_waiting(sock):
             self.loop.call_soon(self._readable)  # TLS bytes decrypted during the bind
         return await ended
 
@@ -454,8 +454,7 @@ class SmppLink:
                 self._take(client, data, events)
                 # TLS: decrypted bytes already read off the socket, which epoll
                 # cannot see; plain TCP: the next chunk on the next callback.
-                pending = getattr(sock, "pending", None)
-                if pending is None or not pending():
+                if not _decrypted_waiting(sock):
                     break
         except _Stop as stop:
             ending = stop
@@ -672,6 +671,11 @@ def tls_context(settings: SmppLinkSettings) -> ssl.SSLContext:
     if settings.tls_cert_file:
         context.load_cert_chain(settings.tls_cert_file, settings.tls_key_file or None)
     return context
+
+
+def _decrypted_waiting(sock: socket.socket) -> bool:
+    """TLS: bytes already read off the socket and decrypted, which epoll cannot see."""
+    return isinstance(sock, ssl.SSLSocket) and sock.pending() > 0
 
 
 def _close(client: smpplib_client.Client | None) -> None:
