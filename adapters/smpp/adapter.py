@@ -1,15 +1,16 @@
 """The SMPP transport: every configured link of this instance, top-down.
 
-    SmppAdapter      start/stop, the events of every link thread, housekeeping
+    SmppAdapter      start/stop, the events of every link, housekeeping
     ├─ LinkSet       the links ([[smpp.links]], or the one of a plain [smpp]) and
     │  └─ Link       which carries a reply (adapters/smpp/links.py); per link: its
-    │     └─ SmppLink    sessions (one thread per bind, adapters/smpp/link.py), window,
+    │     └─ SmppLink    sessions (one per bind, adapters/smpp/link.py), window,
     │                    pace, throttling, acknowledgement ledgers
     ├─ Inbound       MO in, long MO joined, receipts, acknowledgements in doubt
     │                (adapters/smpp/inbound.py)
     └─ Outbound      replies out, quick path and outbox path (adapters/smpp/outbound.py)
 
-The link threads only move PDUs; everything else runs on the event loop.
+Everything runs on the event loop; only smpplib's blocking connect and bind run in a
+thread of their own (adapters/smpp/link.py).
 """
 
 from __future__ import annotations
@@ -197,7 +198,7 @@ class SmppAdapter:
             ]
         return [link.status() for link in self.links.links]
 
-    # ---- events from the link threads ------------------------------------------------
+    # ---- events from the links ------------------------------------------------------
 
     def _on_link_events(self, link: Link, session: SmppLink, events: list[LinkEvent]) -> None:
         for event in events:

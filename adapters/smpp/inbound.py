@@ -119,7 +119,7 @@ class Inbound:
         self._probes: dict[int, tuple[Link, SmppLink, int]] = {}
         self._probe_tags = itertools.count(1)
 
-    # -- from the link threads ---------------------------------------------------------
+    # -- from the links ---------------------------------------------------------------
 
     def on_deliver(self, link: Link, session: SmppLink, event: Delivered) -> None:
         if link.mo_metric is not None:

@@ -1,7 +1,7 @@
 """The configured links and the routing of replies over them.
 
 A `Link` is one `[[smpp.links]]` entry at run time: its bind sessions (one
-transceiver, or a receiver and a transmitter, each an `SmppLink` thread), and what is
+transceiver, or a receiver and a transmitter, each an `SmppLink`), and what is
 its own: window, pace, throttling back-off, acknowledgement ledgers, state for
 /health. A `LinkSet` holds every link of this instance and decides which link
 carries a reply:

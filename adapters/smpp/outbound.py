@@ -137,7 +137,7 @@ class Outbound:
                 self._spawn(self._send(outbound))
 
     def on_result(self, event: SubmitResult) -> None:
-        """A submit_sm's outcome from a link thread."""
+        """A submit_sm's outcome from its link."""
         quick = self._quick.pop(event.token, None)
         if quick is not None:
             if event.status is not None:
