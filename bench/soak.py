@@ -15,8 +15,8 @@ MO was answered exactly once (the message log, counted).
 
 Knobs for serve run through this file (to compare in one sitting; not for the CPU
 figures of a normal run where noted): SOAK_COUNT_SQL=1 counts the batch writer's
-statements (costs CPU), SOAK_LINGER_MS=5 makes the inbound batches wait for company,
-SOAK_SYNCHRONOUS=NORMAL sets SQLite's synchronous.
+statements (costs CPU), SOAK_LINGER_MS=N sets [database] commit_linger_ms (0: inbound
+batches never wait for company), SOAK_SYNCHRONOUS=NORMAL sets SQLite's synchronous.
 
 The loop stall is measured by a probe inside serve: serve is started through this
 file (`--serve`), which runs the unchanged `run_service` with one more task beside
@@ -62,6 +62,8 @@ WINDOW = 50
 ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 CLOCK_TICK = os.sysconf("SC_CLK_TCK")
 PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
+BATCHES_METRIC = re.compile(r"^sms_gateway_inbound_batch_messages_count\s+([0-9.eE+-]+)$", re.M)
+BATCHED_METRIC = re.compile(r"^sms_gateway_inbound_batch_messages_sum\s+([0-9.eE+-]+)$", re.M)
 LAG_METRIC = re.compile(r"^\w*event_loop_lag\w*max\w*(?:\{[^}]*\})?\s+([0-9.eE+-]+)$", re.M)
 GOAL_P99_MS = 50.0
 GOAL_STALL_MS = 100.0
@@ -157,18 +159,16 @@ def serve_with_probe(config: Path, lag_file: Path, interval: float) -> None:
     from sms_gateway.logs import configure_logging
     from sms_gateway.runner import run_service
 
+    if os.environ.get("SOAK_LINGER_MS"):
+        os.environ["SMS_GATEWAY__DATABASE__COMMIT_LINGER_MS"] = os.environ["SOAK_LINGER_MS"]
     settings = load_settings(config)
     configure_logging(settings.gateway.log_level, settings.gateway.log_format, sys.stdout)
     gc_watch = _GcWatch()
     gc.callbacks.append(gc_watch)
     if os.environ.get("SOAK_COUNT_SQL") == "1":
         _count_statements(STATEMENTS)
-    # Experiments, compared against the defaults in one sitting: the inbound batches'
-    # linger (sms_gateway/batching.py) and SQLite's synchronous (adapters/db/engine.py).
-    if os.environ.get("SOAK_LINGER_MS"):
-        from sms_gateway.batching import BatchQueue
-
-        BatchQueue.default_linger_s = float(os.environ["SOAK_LINGER_MS"]) / 1000
+    # Experiments, compared against the defaults in one sitting: SQLite's synchronous
+    # (adapters/db/engine.py); the batches' linger is [database] commit_linger_ms, above.
     if os.environ.get("SOAK_SYNCHRONOUS"):
         from adapters.db import engine
 
@@ -333,8 +333,8 @@ class LagReader:
         return max(worst) if worst else None
 
 
-async def scraped_lag(port: int) -> float | None:
-    """serve's own loop-lag gauge, if its /metrics has one."""
+async def scraped(port: int, metric: re.Pattern[str]) -> float | None:
+    """A value from serve's /metrics, if it has it."""
     import aiohttp
 
     try:
@@ -344,10 +344,22 @@ async def scraped_lag(port: int) -> float | None:
                 f"http://127.0.0.1:{port}/metrics", timeout=aiohttp.ClientTimeout(5)
             ) as got,
         ):
-            found = LAG_METRIC.search(await got.text())
+            found = metric.search(await got.text())
     except (aiohttp.ClientError, TimeoutError):
         return None
     return float(found.group(1)) if found else None
+
+
+async def scraped_lag(port: int) -> float | None:
+    """serve's own loop-lag gauge, if its /metrics has one."""
+    return await scraped(port, LAG_METRIC)
+
+
+async def scraped_batches(port: int) -> tuple[float, float] | None:
+    """serve's inbound batches so far and the requests in them."""
+    count = await scraped(port, BATCHES_METRIC)
+    total = await scraped(port, BATCHED_METRIC)
+    return None if count is None or total is None else (count, total)
 
 
 # ---- the database ------------------------------------------------------------------------
@@ -543,6 +555,8 @@ async def run(args: argparse.Namespace) -> int:
     accounts_path = workdir / "accounts.csv"
     accounts = write_accounts(accounts_path, args.accounts)
     minutes: list[Minute] = []
+    batches_before: tuple[float, float] | None = None
+    batches_after: tuple[float, float] | None = None
     lost = False
     try:
         config = write_config(workdir / "gateway.toml", database.url, peer.port)
@@ -555,12 +569,15 @@ async def run(args: argparse.Namespace) -> int:
         print(
             f"soak: {args.rate:g} MO/s for {args.minutes} min over SMPP, {args.database}, "
             f"{blocks * per_minute:,} distinct phones ({blocks} blocks of {per_minute:,}), "
-            f"{args.accounts:,} accounts, serve pid {serve.pid}, workdir {workdir}"
+            f"{args.accounts:,} accounts, commit_linger_ms "
+            f"{os.environ.get('SOAK_LINGER_MS', 'as configured (10)')}, "
+            f"serve pid {serve.pid}, workdir {workdir}"
         )
         print(" min     replied    p50    p99     max   stall  RSS MB  CPU ms  DB KB/10k  load")
         print("                     ms     ms      ms      ms           /MO       MO")
         size_before = await database.size_bytes()
         before = first = sample(serve.pid)
+        batches_before = await scraped_batches(http_port)
         profile_window: tuple[ProcSample, ProcSample] | None = None
         run_epoch = lags.traffic_from = time.time()
         sql_before = read_counts(workdir / "loop-lag.sql") or {}
@@ -612,6 +629,7 @@ async def run(args: argparse.Namespace) -> int:
             print_minute(minute)
             before, size_before = after, size
         last = sample(serve.pid)
+        batches_after = await scraped_batches(http_port)
         names = thread_names(lag_file and lag_file.with_suffix(".threads"), serve.pid)
         # After serve's graceful stop: the last "sent" marks are committed by then.
         serve.stop()
@@ -629,6 +647,13 @@ async def run(args: argparse.Namespace) -> int:
         print_perf(workdir / "perf.txt", int(args.rate * args.perf))
     if minutes:
         print_threads(first, last, sent, names, wake_up_us)
+    if batches_before and batches_after and batches_after[0] > batches_before[0]:
+        batches = batches_after[0] - batches_before[0]
+        print(
+            f"inbound batches: {batches / sent:.2f} per MO, "
+            f"{(batches_after[1] - batches_before[1]) / batches:.2f} requests each "
+            "(an MO acknowledged apart is two)"
+        )
     if lags.gc_first is not None and sent:
         collected = lags.gc_last[0] - lags.gc_first[0]
         gc_ms = (lags.gc_last[1] - lags.gc_first[1]) * 1000

@@ -55,6 +55,9 @@ class DatabaseSettings:
     # The message log (and its receipts, long-MO parts, confirmations) is pruned after
     # this many days; readings never are. 400: a year's disputes plus a margin.
     keep_messages_days: int = 400
+    # At a trickle, an inbound batch waits up to this long for company before its
+    # transaction (sms_gateway/batching.py): fewer commits per MO, a few ms later reply.
+    commit_linger_ms: int = 10
 
 
 @dataclass(frozen=True)
@@ -469,6 +472,8 @@ def validate(settings: Settings) -> list[str]:
         )
     if settings.database.keep_messages_days < 1:
         problems.append("[database] keep_messages_days: expected at least 1 day")
+    if not 0 <= settings.database.commit_linger_ms <= 1000:
+        problems.append("[database] commit_linger_ms: expected 0..1000 ms (0: no waiting)")
     if not 0 <= settings.billing.prune_max_share <= 1:
         problems.append("[billing] prune_max_share: expected a share 0..1 (0.1 = 10 %)")
     if not 1 <= settings.http.port <= 65535:

@@ -34,6 +34,12 @@ class GatewayMetrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
             registry=r,
         )
+        self.inbound_batch_messages = Histogram(
+            "sms_gateway_inbound_batch_messages",
+            "Inbound SMS requests per batch transaction (commit_linger_ms: at a trickle)",
+            buckets=(1, 2, 3, 4, 6, 8, 16, 32, 64, 128, 200),
+            registry=r,
+        )
         # Per SMPP link ([[smpp.links]] name; "default" for a plain [smpp] section).
         self.smpp_binds = Counter(
             "sms_gateway_smpp_binds", "Successful SMPP binds", ["link", "mode"], registry=r

@@ -178,7 +178,11 @@ class GatewayService:
         # recovery (runner.recover_unprocessed) leaves them to their own job.
         self.in_flight: set[int] = set()
         self._jobs: BatchQueue[_Job] = BatchQueue(
-            self._run_batch, self._job_failed, max_batch=self.max_batch, name="gateway-batches"
+            self._run_batch,
+            self._job_failed,
+            max_batch=self.max_batch,
+            name="gateway-batches",
+            linger_s=settings.database.commit_linger_ms / 1000,
         )
 
     def on_reply_queued(self, listener: Callable[[str], None]) -> None:
@@ -261,6 +265,7 @@ class GatewayService:
         return _Job(kind, inbound, future, inbound_id, duplicate, acknowledge)
 
     async def _run_batch(self, batch: list[_Job]) -> None:
+        self.metrics.inbound_batch_messages.observe(len(batch))
         if len(batch) > self.merge_receive_up_to:
             # Under load, acknowledge first and process in the next batch: the SMSC's
             # window refills while this batch is handled (bench/smpp.py: the burst

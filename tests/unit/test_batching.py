@@ -61,3 +61,116 @@ async def test_a_failing_batch_is_retried_one_by_one_and_only_the_bad_item_fails
     assert isinstance(results[1], ValueError)
     assert items[0].future.result() == "a" and items[2].future.result() == "c"
     await queue.aclose()
+
+
+def _recording_queue(
+    linger_s: float, max_batch: int = 100
+) -> tuple[BatchQueue[Item], list[list[str]], dict[str, float]]:
+    """A queue whose batches are recorded, and when each item was handled."""
+    batches: list[list[str]] = []
+    handled_at: dict[str, float] = {}
+
+    async def run_batch(batch: list[Item]) -> None:
+        batches.append([item.name for item in batch])
+        for item in batch:
+            handled_at[item.name] = asyncio.get_running_loop().time()
+            item.future.set_result(None)
+
+    queue: BatchQueue[Item] = BatchQueue(
+        run_batch, _failure, max_batch=max_batch, name="test", linger_s=linger_s
+    )
+    return queue, batches, handled_at
+
+
+async def _trickle(queue: BatchQueue[Item], count: int, every_s: float) -> dict[str, float]:
+    """Queue `count` items on a schedule `every_s` apart; when each was queued."""
+    loop = asyncio.get_running_loop()
+    queued_at: dict[str, float] = {}
+    waiting = []
+    due = loop.time()
+    for number in range(count):
+        await asyncio.sleep(max(0.0, due - loop.time()))
+        item = Item(f"i{number}")
+        queued_at[item.name] = loop.time()
+        queue.enqueue(item)
+        waiting.append(item.future)
+        due += every_s
+    await asyncio.gather(*waiting)
+    return queued_at
+
+
+async def test_at_a_trickle_batches_wait_for_company_but_no_item_waits_much_longer_than_linger():
+    linger_s, every_s = 0.06, 0.01
+    queue, batches, handled_at = _recording_queue(linger_s)
+    queued_at = await _trickle(queue, 60, every_s)
+    await queue.aclose()
+    # Once the mean gap is known to be short (the first dozen items), items share batches.
+    late = [batch for batch in batches if int(batch[0][1:]) >= 20]
+    assert late and min(len(batch) for batch in late[:-1]) >= 3, batches
+    waits = [handled_at[name] - queued_at[name] for name in queued_at]
+    # Bounded by the oldest item's deadline, not by a sleep after each batch; the slack
+    # is for a loaded test machine.
+    assert max(waits) < linger_s + 0.05, max(waits)
+
+
+async def test_at_a_slow_trickle_nobody_waits_for_company_that_is_not_coming():
+    queue, batches, handled_at = _recording_queue(linger_s=0.25)
+    queued_at = await _trickle(queue, 6, every_s=0.4)
+    await queue.aclose()
+    assert batches == [[f"i{n}"] for n in range(6)]
+    # Gaps longer than the linger: every item is handled at once, none waits 0.25 s.
+    assert max(handled_at[name] - queued_at[name] for name in queued_at) < 0.15
+
+
+async def test_a_full_batch_or_shutting_down_ends_the_wait_at_once():
+    queue, batches, _ = _recording_queue(linger_s=30.0, max_batch=3)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    # Three at once fill a batch: it goes without waiting for the 30 s linger.
+    await asyncio.gather(*(queue.put(Item(f"full{n}")) for n in range(3)))
+    assert batches == [["full0", "full1", "full2"]]
+    # Two of three wait for company; aclose sends them on at once.
+    waiting = [Item("a"), Item("b")]
+    for item in waiting:
+        queue.enqueue(item)
+    await asyncio.sleep(0.05)
+    assert len(batches) == 1  # still lingering
+    await queue.aclose()
+    assert batches[1] == ["a", "b"] and all(item.future.done() for item in waiting)
+    assert loop.time() - started < 5
+
+
+async def test_without_a_linger_nothing_waits():
+    queue, batches, handled_at = _recording_queue(linger_s=0.0)
+    queued_at = await _trickle(queue, 20, every_s=0.01)
+    await queue.aclose()
+    assert batches == [[f"i{n}"] for n in range(20)]
+    assert max(handled_at[name] - queued_at[name] for name in queued_at) < 0.05
+
+
+async def test_the_next_step_a_batch_requeues_does_not_wait_for_company_again():
+    """A received MO acknowledged apart is processed in the next batch: it waited once."""
+    loop = asyncio.get_running_loop()
+    handled_at: dict[str, float] = {}
+    batches: list[list[str]] = []
+    next_steps: list[Item] = []
+
+    async def run_batch(batch: list[Item]) -> None:
+        batches.append([item.name for item in batch])
+        for item in batch:
+            handled_at[item.name] = loop.time()
+            if not item.name.endswith("+"):
+                next_steps.append(Item(item.name + "+"))
+                queue.requeue(next_steps[-1])
+            item.future.set_result(None)
+
+    queue: BatchQueue[Item] = BatchQueue(
+        run_batch, _failure, max_batch=100, name="test", linger_s=0.2
+    )
+    await _trickle(queue, 40, every_s=0.02)
+    await asyncio.gather(*(step.future for step in next_steps))
+    await queue.aclose()
+    # The trickle's first steps waited for company (once the mean gap was known) ...
+    assert max(len([n for n in batch if not n.endswith("+")]) for batch in batches) >= 4
+    # ... their next steps went at once, in the batch right after.
+    assert max(handled_at[f"i{n}+"] - handled_at[f"i{n}"] for n in range(40)) < 0.1
