@@ -380,8 +380,10 @@ def _mapped_errors() -> Iterator[None]:
         raise
 
 
-# How long work that rides along waits for company (SqlStore.run_transaction).
-RIDE_ALONG_S = 0.02
+# How long work that rides along waits for company (SqlStore.run_transaction). Longer
+# than the inbound batches' linger ([database] commit_linger_ms, 10 ms by default): at
+# a steady trickle the replies of one batch are marked sent with the next batch.
+RIDE_ALONG_S = 0.05
 
 
 class SqlStore:
@@ -411,6 +413,10 @@ class SqlStore:
         # Signalled when work that does not ride along is queued.
         self._company = threading.Condition(self._queued_lock)
         self._draining = False
+        # Commits ride-along work queued while the writer is idle, if nothing else does.
+        self._ride_timer: asyncio.TimerHandle | None = None
+        self._waited_for_company = False
+        self._closed = False
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[StoreTransaction]:
@@ -434,7 +440,9 @@ class SqlStore:
         ride_along (SQLite): work nobody waits on to answer a subscriber (replies marked
         sent) waits up to RIDE_ALONG_S for other work to share its commit, instead of
         paying a commit of its own: in the SMPP bench a commit cost about 400 µs of CPU
-        (its pages written to the WAL), the SQL of six or seven messages.
+        (its pages written to the WAL), the SQL of six or seven messages. While the
+        writer is idle it is not woken for such work: a timer on the loop wakes it
+        if no company comes first (each wake-up of a sleeping thread costs CPU).
         """
         if self._batch_thread is None:
             with _mapped_errors():
@@ -444,21 +452,47 @@ class SqlStore:
         future: asyncio.Future[T] = loop.create_future()
         with self._queued_lock:
             self._queued.append((work, future, loop, ride_along))
-            start = not self._draining
-            self._draining = True
-            if not ride_along:
+            start = not self._draining and not ride_along
+            if start:
+                self._draining = True
+            elif not self._draining:  # ride-along work, the writer idle: held here
+                if self._ride_timer is None:
+                    self._ride_timer = loop.call_later(RIDE_ALONG_S, self._ride_alone)
+            elif not ride_along:
                 self._company.notify()
         if start:
-            self._batch_thread.submit(self._drain_queued)
+            self._start_drain()
         with _mapped_errors():
             return await future
+
+    def _ride_alone(self) -> None:
+        """No company came for the ride-along work within RIDE_ALONG_S: commit it."""
+        self._ride_timer = None
+        with self._queued_lock:
+            if self._draining or not self._queued:
+                return
+            self._draining = True
+            self._waited_for_company = True  # the writer is not to wait a second time
+        self._start_drain()
+
+    def _start_drain(self) -> None:
+        if self._ride_timer is not None:
+            self._ride_timer.cancel()
+            self._ride_timer = None
+        assert self._batch_thread is not None
+        self._batch_thread.submit(self._drain_queued)
 
     def _drain_queued(self) -> None:
         """Writer thread: commit whatever work is queued, until nothing is."""
         while True:
             with self._queued_lock:
-                if self._queued and all(ride_along for *_, ride_along in self._queued):
+                if (
+                    self._queued
+                    and not self._waited_for_company
+                    and all(ride_along for *_, ride_along in self._queued)
+                ):
                     self._company.wait_for(self._has_company, timeout=RIDE_ALONG_S)
+                self._waited_for_company = False
                 queued, self._queued = self._queued, []
                 if not queued:
                     self._draining = False
@@ -523,6 +557,11 @@ class SqlStore:
             return False
 
     async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._ride_timer is not None:  # ride-along work held: committed first
+            self._ride_alone()
         if self._batch_thread is not None:
             # The writer's connection belongs to its thread: closed there, last.
             self._batch_thread.submit(self._drop_writer_connection, False)

@@ -93,6 +93,40 @@ async def test_work_that_rides_along_shares_the_next_commit(gateway, monkeypatch
     assert ["+79000000006", "+79000000007", "+79000000008"] == await _phones(gateway)
 
 
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+async def test_ride_along_work_does_not_wake_an_idle_writer(gateway, monkeypatch):
+    """Held on the loop until company comes (or RIDE_ALONG_S passes): the writer thread
+    is started once, for both; and store.aclose commits what is still held (and a
+    second aclose, the gateway's at the end of the test, is harmless)."""
+    import adapters.db.store as store_module
+
+    store = gateway.store
+    starts: list[int] = []
+    real_submit = store._batch_thread.submit
+
+    def counted_submit(fn, *args):
+        if fn == store._drain_queued:
+            starts.append(1)
+        return real_submit(fn, *args)
+
+    monkeypatch.setattr(store._batch_thread, "submit", counted_submit)
+    monkeypatch.setattr(store_module, "RIDE_ALONG_S", 5.0)
+    riding = asyncio.create_task(store.run_transaction(_opt_out("+79000000011"), ride_along=True))
+    await asyncio.sleep(0.1)
+    assert not riding.done() and starts == []  # the writer was not woken for it
+    await store.run_transaction(_opt_out("+79000000012"))
+    assert "+79000000011" == await riding
+    assert starts == [1]
+
+    held = asyncio.create_task(store.run_transaction(_opt_out("+79000000013"), ride_along=True))
+    await asyncio.sleep(0.05)
+    started = time.monotonic()
+    await store.aclose()
+    assert "+79000000013" == await asyncio.wait_for(held, 2)
+    assert time.monotonic() - started < 2  # not after the 5 s timer
+    assert len(starts) == 2
+
+
 async def test_outbox_status_changes_ride_along(gateway, monkeypatch):
     """What rides along: replies marked sent, failed or released; a claim does not."""
     seen: list[bool] = []
