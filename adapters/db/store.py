@@ -519,7 +519,8 @@ class SqlStore:
                 loop.call_soon_threadsafe(_settle_futures, settled)
 
     def _has_company(self) -> bool:
-        return not all(ride_along for *_, ride_along in self._queued)
+        # Closing: nothing more will come.
+        return self._closed or not all(ride_along for *_, ride_along in self._queued)
 
     def _writer_connection(self) -> Connection:
         """The writer thread's connection, kept open between transactions: a pool
@@ -559,7 +560,9 @@ class SqlStore:
     async def aclose(self) -> None:
         if self._closed:
             return
-        self._closed = True
+        with self._queued_lock:
+            self._closed = True
+            self._company.notify()  # the writer, waiting for company, goes now
         if self._ride_timer is not None:  # ride-along work held: committed first
             self._ride_alone()
         if self._batch_thread is not None:

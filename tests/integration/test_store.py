@@ -118,6 +118,7 @@ async def test_ride_along_work_does_not_wake_an_idle_writer(gateway, monkeypatch
     assert "+79000000011" == await riding
     assert starts == [1]
 
+    await asyncio.sleep(0.1)  # the writer idle again (it settles futures before it stops)
     held = asyncio.create_task(store.run_transaction(_opt_out("+79000000013"), ride_along=True))
     await asyncio.sleep(0.05)
     started = time.monotonic()
