@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import random
 import re
 import time
-import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -83,6 +83,16 @@ _SILENCED_BY_STOP = frozenset(
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+def new_dedupe_key() -> str:
+    """A key no other message has: the time in ns, then 64 random bits.
+
+    Time first, so that consecutive keys sit side by side in the unique index: a
+    uuid4 put each MO on a random page of it, one more page written to the WAL per MO
+    at every commit. The random half keeps instances (and a clock set back) apart.
+    """
+    return f"{time.time_ns():016x}{random.getrandbits(64):016x}"
 
 
 @dataclass(slots=True)
@@ -261,8 +271,9 @@ class GatewayService:
         acknowledge: Callable[[AcceptedInbound], None] | None = None,
     ) -> _Job:
         if inbound.external_id is None and inbound.dedupe_key is None and kind != "process":
-            # Transports without an id of their own (the CLI): every message is new.
-            inbound = replace(inbound, dedupe_key=uuid.uuid4().hex)
+            # Transports without an id of their own (SMPP's one-part MO, the CLI): every
+            # message is new.
+            inbound = replace(inbound, dedupe_key=new_dedupe_key())
         future = asyncio.get_running_loop().create_future()
         return _Job(kind, inbound, future, inbound_id, duplicate, acknowledge)
 
