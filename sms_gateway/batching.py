@@ -11,6 +11,12 @@ costs a whole transaction (a commit, a handful of reads, two thread hand-overs);
 waiting 10 ms shares it among two or three (bench/soak.py: 1.58 -> 1.25 ms of CPU
 per MO). Under load the batch is full or the queue never empties, so nobody waits;
 at one SMS a minute nobody waits either, since no company is coming.
+
+Nor does a batch wait when its senders are waiting for it: an SMSC whose window is
+full sends the next deliver_sm only once this batch is acknowledged, so lingering
+would only slow it down (the delayed-ack trap of TCP's Nagle). A linger that no
+company joined is taken as that sign: the next 2, 4, 8 ... up to 1024 batches do not
+linger (exponential back-off), and one that gains company resets it.
 """
 
 from __future__ import annotations
@@ -46,6 +52,8 @@ class BatchQueue(Generic[ItemT]):
     GAP_WEIGHT = 0.2
     # A gap longer than this counts as this (an idle night is not "very slow traffic").
     MAX_GAP_S = 1.0
+    # The longest back-off, in batches, after lingers that no company joined.
+    MAX_SKIP = 1024
 
     def __init__(
         self,
@@ -67,6 +75,10 @@ class BatchQueue(Generic[ItemT]):
         self._arrivals: deque[float] = deque()
         self._last_arrival: float | None = None
         self._gap_s = self.MAX_GAP_S
+        # Back-off after lingers that nobody joined: batches left that do not linger,
+        # and how many lonely lingers in a row.
+        self._skip = 0
+        self._lonely = 0
         # Settled when a lingering batch should stop waiting (full, or closing).
         self._company: asyncio.Future[None] | None = None
         self._wakeup: asyncio.Event | None = None
@@ -145,13 +157,18 @@ class BatchQueue(Generic[ItemT]):
             await self._run([self._items.popleft() for _ in range(size)])
 
     def _should_linger(self) -> bool:
-        return (
+        if not (
             self.linger_s > 0
             and not self._closed
             and len(self._items) < self.max_batch
             and self._gap_s < self.linger_s
             and time.monotonic() - min(self._arrivals) < self.linger_s
-        )
+        ):
+            return False
+        if self._skip > 0:
+            self._skip -= 1
+            return False
+        return True
 
     async def _linger(self) -> None:
         """Wait until the oldest item has waited linger_s, the batch is full, or aclose."""
@@ -159,11 +176,17 @@ class BatchQueue(Generic[ItemT]):
         self._company = loop.create_future()
         deadline = min(self._arrivals) + self.linger_s
         timer = loop.call_later(max(0.0, deadline - time.monotonic()), self._stop_lingering)
+        alone = len(self._items)
         try:
             await self._company
         finally:
             timer.cancel()
             self._company = None
+        if len(self._items) > alone:
+            self._lonely = 0
+        else:
+            self._lonely += 1
+            self._skip = min(2**self._lonely, self.MAX_SKIP)
 
     def _stop_lingering(self) -> None:
         if self._company is not None and not self._company.done():

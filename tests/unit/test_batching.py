@@ -174,3 +174,23 @@ async def test_the_next_step_a_batch_requeues_does_not_wait_for_company_again():
     assert max(len([n for n in batch if not n.endswith("+")]) for batch in batches) >= 4
     # ... their next steps went at once, in the batch right after.
     assert max(handled_at[f"i{n}+"] - handled_at[f"i{n}"] for n in range(40)) < 0.1
+
+
+async def test_senders_that_wait_for_their_batch_are_not_slowed_by_the_linger():
+    """An SMSC with a full window sends the next MO only once the last is acknowledged:
+    a linger nobody joins is not repeated (back-off), so a window of one or two runs
+    at the pipeline's pace, not one batch per linger."""
+    queue, batches, _ = _recording_queue(linger_s=0.05)
+    loop = asyncio.get_running_loop()
+
+    async def window_of_one(sender: str, count: int) -> None:
+        for number in range(count):
+            await queue.put(Item(f"{sender}{number}"))
+
+    started = loop.time()
+    await asyncio.gather(window_of_one("a", 100), window_of_one("b", 100))
+    elapsed = loop.time() - started
+    await queue.aclose()
+    assert sum(len(batch) for batch in batches) == 200
+    # Lingering every batch: 100 rounds x 50 ms = 5 s. Backing off: a handful of lingers.
+    assert elapsed < 1.0, (elapsed, len(batches))
