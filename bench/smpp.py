@@ -42,6 +42,7 @@ from tests.integration.smpp_support import SmscPeer, peer_problem, smpp_settings
 
 SHORT_NUMBER = "7377"
 WINDOW = 50
+LINGER_MS: int | None = None
 BENCH_NOW = datetime(2026, 11, 18, 9, 0, tzinfo=UTC)
 
 
@@ -170,10 +171,10 @@ async def run_gateway(
     from sms_gateway.bootstrap import build_gateway
 
     workdir = Path(tempfile.mkdtemp(prefix="smsgw-bench-smpp-"))
-    settings = Settings().replace(
-        database={"url": f"sqlite+aiosqlite:///{workdir / 'gateway.db'}"},
-        gateway={"short_number": SHORT_NUMBER},
-    )
+    database: dict[str, Any] = {"url": f"sqlite+aiosqlite:///{workdir / 'gateway.db'}"}
+    if LINGER_MS is not None:
+        database["commit_linger_ms"] = LINGER_MS
+    settings = Settings().replace(database=database, gateway={"short_number": SHORT_NUMBER})
     gateway = await build_gateway(settings, migrate=True, clock=lambda: BENCH_NOW)
     fast_accounts = write_accounts(workdir / "fast.csv", 2_000_000_000, count)
     steady_accounts = write_accounts(workdir / "steady.csv", 2_100_000_000, steady)
@@ -228,12 +229,18 @@ def line(name: str, result: dict) -> str:
 
 
 async def main() -> None:
-    global WINDOW
+    global WINDOW, LINGER_MS
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--count", type=int, default=5000, help="MO per throughput run")
     parser.add_argument("--gateway-count", type=int, default=0, help="MO for the gateway run")
     parser.add_argument("--steady", type=int, default=1000, help="MO in the 200 MO/s run")
     parser.add_argument("--two-binds", type=int, default=-1, help="MO for the two-bind run")
+    parser.add_argument(
+        "--linger-ms",
+        type=int,
+        default=None,
+        help="[database] commit_linger_ms of the gateway runs (default: the built-in 10)",
+    )
     parser.add_argument(
         "--window", type=int, default=WINDOW, help="deliver_sm the SMSC leaves unanswered"
     )
@@ -244,6 +251,7 @@ async def main() -> None:
     )
     args = parser.parse_args()
     WINDOW = args.window
+    LINGER_MS = args.linger_ms
     problem = peer_problem()
     if problem:
         raise SystemExit(problem)

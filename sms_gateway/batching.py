@@ -15,8 +15,9 @@ at one SMS a minute nobody waits either, since no company is coming.
 Nor does a batch wait when its senders are waiting for it: an SMSC whose window is
 full sends the next deliver_sm only once this batch is acknowledged, so lingering
 would only slow it down (the delayed-ack trap of TCP's Nagle). A linger that no
-company joined is taken as that sign: the next 2, 4, 8 ... up to 1024 batches do not
-linger (exponential back-off), and one that gains company resets it.
+company joined after its first quarter is taken as that sign (such senders come all
+at once, just after the previous batch answered them): the next 2, 4, 8 ... up to
+1024 batches do not linger (exponential back-off), and one that pays resets it.
 """
 
 from __future__ import annotations
@@ -176,17 +177,27 @@ class BatchQueue(Generic[ItemT]):
         self._company = loop.create_future()
         deadline = min(self._arrivals) + self.linger_s
         timer = loop.call_later(max(0.0, deadline - time.monotonic()), self._stop_lingering)
-        alone = len(self._items)
+        began, alone = time.monotonic(), len(self._items)
         try:
             await self._company
         finally:
             timer.cancel()
             self._company = None
-        if len(self._items) > alone:
+        if self._company_kept_coming(began, alone):
             self._lonely = 0
         else:
             self._lonely += 1
             self._skip = min(2**self._lonely, self.MAX_SKIP)
+
+    def _company_kept_coming(self, began: float, alone: int) -> bool:
+        """Whether the linger paid: the batch filled, or company still came after its
+        first quarter. Senders waiting for this batch (full windows) all come at once,
+        right after the previous batch answered them, then nothing until this one does."""
+        if len(self._items) >= self.max_batch:
+            return True
+        if len(self._items) <= alone or self._last_arrival is None:
+            return False
+        return self._last_arrival > began + (time.monotonic() - began) / 4
 
     def _stop_lingering(self) -> None:
         if self._company is not None and not self._company.done():

@@ -183,12 +183,16 @@ async def test_senders_that_wait_for_their_batch_are_not_slowed_by_the_linger():
     queue, batches, _ = _recording_queue(linger_s=0.05)
     loop = asyncio.get_running_loop()
 
-    async def window_of_one(sender: str, count: int) -> None:
+    async def window_of_one(sender: str, count: int, round_trip_s: float) -> None:
         for number in range(count):
+            await asyncio.sleep(round_trip_s)
             await queue.put(Item(f"{sender}{number}"))
 
     started = loop.time()
-    await asyncio.gather(window_of_one("a", 100), window_of_one("b", 100))
+    # Two binds, each with a window of one; the second one's MO comes a moment later
+    # than the first's (another socket), so it joins each linger, early: no company
+    # comes after it, and lingering on would only delay both.
+    await asyncio.gather(window_of_one("a", 100, 0), window_of_one("b", 100, 0.001))
     elapsed = loop.time() - started
     await queue.aclose()
     assert sum(len(batch) for batch in batches) == 200
