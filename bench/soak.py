@@ -570,7 +570,7 @@ async def run(args: argparse.Namespace) -> int:
             f"soak: {args.rate:g} MO/s for {args.minutes} min over SMPP, {args.database}, "
             f"{blocks * per_minute:,} distinct phones ({blocks} blocks of {per_minute:,}), "
             f"{args.accounts:,} accounts, commit_linger_ms "
-            f"{os.environ.get('SOAK_LINGER_MS', 'as configured (10)')}, "
+            f"{os.environ.get('SOAK_LINGER_MS', 'as configured (20)')}, "
             f"serve pid {serve.pid}, workdir {workdir}"
         )
         print(" min     replied    p50    p99     max   stall  RSS MB  CPU ms  DB KB/10k  load")

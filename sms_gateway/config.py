@@ -57,7 +57,7 @@ class DatabaseSettings:
     keep_messages_days: int = 400
     # At a trickle, an inbound batch waits up to this long for company before its
     # transaction (sms_gateway/batching.py): fewer commits per MO, a few ms later reply.
-    commit_linger_ms: int = 10
+    commit_linger_ms: int = 20
 
 
 @dataclass(frozen=True)

@@ -149,8 +149,8 @@ class GatewayService:
     # Received MO are stored and processed in one transaction in batches up to this size
     # (a steady trickle: one commit and one loop trip per MO fewer); bigger batches are
     # acknowledged first, then processed. 8: a trickle's batches, lingering for company
-    # (commit_linger_ms), hold rate x linger + 1 (4 at 200 MO/s and 10 ms, some 5 or 6);
-    # split, each would cost two transactions (soak at 20 ms: 1.9 requests per MO).
+    # (commit_linger_ms), hold about rate x linger + 1 (5 or 6 at 200 MO/s and 20 ms);
+    # split, each would cost two transactions (soak, at 4: 1.9 requests per MO).
     merge_receive_up_to = 8
 
     def __init__(

@@ -381,7 +381,7 @@ def _mapped_errors() -> Iterator[None]:
 
 
 # How long work that rides along waits for company (SqlStore.run_transaction). Longer
-# than the inbound batches' linger ([database] commit_linger_ms, 10 ms by default): at
+# than the inbound batches' linger ([database] commit_linger_ms, 20 ms by default): at
 # a steady trickle the replies of one batch are marked sent with the next batch.
 RIDE_ALONG_S = 0.05
 

@@ -90,14 +90,14 @@ def test_type_errors_name_the_key(tmp_path):
     ("section", "key", "default", "override", "bad", "problem"),
     [
         ("database", "keep_messages_days", 400, 30, 0, "expected at least 1 day"),
-        ("database", "commit_linger_ms", 10, 0, 5000, "expected 0..1000 ms (0: no waiting)"),
+        ("database", "commit_linger_ms", 20, 0, 5000, "expected 0..1000 ms (0: no waiting)"),
         ("billing", "prune_max_share", 0.1, 0.5, 10, "expected a share 0..1 (0.1 = 10 %)"),
     ],
 )
 def test_defaults_of_the_shipped_file_and_the_code_agree_and_are_checked(
     tmp_path, section, key, default, override, bad, problem
 ):
-    """Message retention (400 days), the batches' linger (10 ms) and the prune guard's
+    """Message retention (400 days), the batches' linger (20 ms) and the prune guard's
     share (0.1): the shipped file and the built-in default agree; the environment
     overrides them; a value out of range is reported with the other problems."""
     shipped = load_settings(ROOT / "config" / "gateway.toml", environ={})
