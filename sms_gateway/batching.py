@@ -9,8 +9,9 @@ has waited that long, but only at a trickle: while items arrive less than
 `linger_s` apart on average. At a steady 200 MO/s (one every 5 ms) a batch of one
 costs a whole transaction (a commit, a handful of reads, two thread hand-overs);
 waiting 20 ms shares it among about six (bench/soak.py, one sitting: 1.9-2.4 ms of
-CPU per MO without, 1.15 at 20 ms). Under load the batch is full or the queue never empties, so nobody waits;
-at one SMS a minute nobody waits either, since no company is coming.
+CPU per MO without, 1.15 at 20 ms). Under load the batch is full or the queue never
+empties, so nobody waits; at one SMS a minute nobody waits either, since no company
+is coming.
 
 Nor does a batch wait when its senders are waiting for it: an SMSC whose window is
 full sends the next deliver_sm only once this batch is acknowledged, so lingering
