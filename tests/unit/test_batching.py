@@ -6,6 +6,8 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
+
 from sms_gateway.batching import BatchQueue
 
 
@@ -113,13 +115,23 @@ async def test_at_a_trickle_batches_wait_for_company_but_no_item_waits_much_long
     assert max(waits) < linger_s + 0.05, max(waits)
 
 
-async def test_at_a_slow_trickle_nobody_waits_for_company_that_is_not_coming():
-    queue, batches, handled_at = _recording_queue(linger_s=0.25)
-    queued_at = await _trickle(queue, 6, every_s=0.4)
+@pytest.mark.parametrize(
+    ("linger_s", "count", "every_s", "at_most_s"),
+    [
+        # Gaps longer than the linger: no company is coming, none waits 0.25 s.
+        (0.25, 6, 0.4, 0.15),
+        # No linger: a batch per item however close they come.
+        (0.0, 20, 0.01, 0.05),
+    ],
+)
+async def test_nobody_waits_without_a_linger_or_at_a_slow_trickle(
+    linger_s: float, count: int, every_s: float, at_most_s: float
+) -> None:
+    queue, batches, handled_at = _recording_queue(linger_s)
+    queued_at = await _trickle(queue, count, every_s)
     await queue.aclose()
-    assert batches == [[f"i{n}"] for n in range(6)]
-    # Gaps longer than the linger: every item is handled at once, none waits 0.25 s.
-    assert max(handled_at[name] - queued_at[name] for name in queued_at) < 0.15
+    assert batches == [[f"i{n}"] for n in range(count)]
+    assert max(handled_at[name] - queued_at[name] for name in queued_at) < at_most_s
 
 
 async def test_a_full_batch_or_shutting_down_ends_the_wait_at_once():
@@ -138,14 +150,6 @@ async def test_a_full_batch_or_shutting_down_ends_the_wait_at_once():
     await queue.aclose()
     assert batches[1] == ["a", "b"] and all(item.future.done() for item in waiting)
     assert loop.time() - started < 5
-
-
-async def test_without_a_linger_nothing_waits():
-    queue, batches, handled_at = _recording_queue(linger_s=0.0)
-    queued_at = await _trickle(queue, 20, every_s=0.01)
-    await queue.aclose()
-    assert batches == [[f"i{n}"] for n in range(20)]
-    assert max(handled_at[name] - queued_at[name] for name in queued_at) < 0.05
 
 
 async def test_the_next_step_a_batch_requeues_does_not_wait_for_company_again():
