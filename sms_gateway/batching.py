@@ -187,7 +187,8 @@ class BatchQueue(Generic[ItemT]):
         if self._company_kept_coming(began, alone):
             self._lonely = 0
         else:
-            self._lonely += 1
+            # Capped where the back-off is: a gateway busy for months counts no further.
+            self._lonely = min(self._lonely + 1, self.MAX_SKIP.bit_length())
             self._skip = min(2**self._lonely, self.MAX_SKIP)
 
     def _company_kept_coming(self, began: float, alone: int) -> bool:
