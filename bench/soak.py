@@ -333,8 +333,8 @@ class LagReader:
         return max(worst) if worst else None
 
 
-async def scraped(port: int, metric: re.Pattern[str]) -> float | None:
-    """A value from serve's /metrics, if it has it."""
+async def scraped(port: int, *metrics: re.Pattern[str]) -> list[float] | None:
+    """These values from one read of serve's /metrics, if it has them all."""
     import aiohttp
 
     try:
@@ -344,22 +344,23 @@ async def scraped(port: int, metric: re.Pattern[str]) -> float | None:
                 f"http://127.0.0.1:{port}/metrics", timeout=aiohttp.ClientTimeout(5)
             ) as got,
         ):
-            found = metric.search(await got.text())
+            text = await got.text()
     except (aiohttp.ClientError, TimeoutError):
         return None
-    return float(found.group(1)) if found else None
+    found = [metric.search(text) for metric in metrics]
+    return [float(match.group(1)) for match in found if match] if all(found) else None
 
 
 async def scraped_lag(port: int) -> float | None:
     """serve's own loop-lag gauge, if its /metrics has one."""
-    return await scraped(port, LAG_METRIC)
+    values = await scraped(port, LAG_METRIC)
+    return values[0] if values else None
 
 
 async def scraped_batches(port: int) -> tuple[float, float] | None:
     """serve's inbound batches so far and the requests in them."""
-    count = await scraped(port, BATCHES_METRIC)
-    total = await scraped(port, BATCHED_METRIC)
-    return None if count is None or total is None else (count, total)
+    values = await scraped(port, BATCHES_METRIC, BATCHED_METRIC)
+    return (values[0], values[1]) if values else None
 
 
 # ---- the database ------------------------------------------------------------------------
