@@ -152,25 +152,23 @@ class BatchQueue(Generic[ItemT]):
                 await self._wakeup.wait()
                 continue
             if self._should_linger():
-                await self._linger()
+                if self._skip > 0:  # backing off after lingers nobody joined
+                    self._skip -= 1
+                else:
+                    await self._linger()
             size = min(self.max_batch, len(self._items))
             for _ in range(size):
                 self._arrivals.popleft()
             await self._run([self._items.popleft() for _ in range(size)])
 
     def _should_linger(self) -> bool:
-        if not (
+        return (
             self.linger_s > 0
             and not self._closed
             and len(self._items) < self.max_batch
             and self._gap_s < self.linger_s
             and time.monotonic() - min(self._arrivals) < self.linger_s
-        ):
-            return False
-        if self._skip > 0:
-            self._skip -= 1
-            return False
-        return True
+        )
 
     async def _linger(self) -> None:
         """Wait until the oldest item has waited linger_s, the batch is full, or aclose."""
