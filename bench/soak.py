@@ -18,10 +18,12 @@ figures of a normal run where noted): SOAK_COUNT_SQL=1 counts the batch writer's
 statements (costs CPU), SOAK_LINGER_MS=N sets [database] commit_linger_ms (0: inbound
 batches never wait for company), SOAK_SYNCHRONOUS=NORMAL sets SQLite's synchronous.
 
-The loop stall is measured by a probe inside serve: serve is started through this
-file (`--serve`), which runs the unchanged `run_service` with one more task beside
-it, a 10 ms sleep whose overshoot is the loop's stall (--plain: `sms-gateway serve`
-as is; the stall then comes from serve's /metrics if it exposes one, else n/a).
+The loop stall is measured inside serve: serve is started through this file
+(`--serve`), which runs the unchanged `run_service` on a loop whose selector is
+timed: the longest stretch between one return of select() and the next call is the
+loop's stall, and costs serve no wake-up (--probe-interval S: a task sleeping S
+instead, whose overshoot is the stall, as until 2026-12-06; --plain: `sms-gateway
+serve` as is, the stall then from serve's /metrics if it exposes one, else n/a).
 
 Usage:
     .venv/bin/python bench/soak.py [--rate 200] [--minutes 10] [--phones 100000]
@@ -108,42 +110,82 @@ def _count_statements(counts: collections.Counter[str]) -> None:
     event.listen(Engine, "connect", on_connect)
 
 
-async def loop_lag_probe(path: Path, interval: float, gc_watch: _GcWatch) -> None:
-    """Sleep `interval` again and again; the overshoot of each wake-up is how long the
-    loop was busy elsewhere. Once a second a line goes to `path`: epoch time, the worst
-    overshoot, collections so far, their seconds so far, the worst pause of the second,
-    the epoch time the worst overshoot ended; and the names of serve's threads by
-    native id, when they changed, to `path`.threads (the OS knows them all as "python")."""
+class _LagReport:
+    """Once a second a line to `path`: epoch time, the worst stall, collections so far,
+    their seconds so far, the worst pause of the second, the epoch time the worst stall
+    ended; and the names of serve's threads by native id, when they changed, to
+    `path`.threads (the OS knows them all as "python")."""
+
+    def __init__(self, path: Path, gc_watch: _GcWatch) -> None:
+        self.out = path.open("a", buffering=1, encoding="ascii")
+        self.names_path = path.with_suffix(".threads")
+        self.sql_path = path.with_suffix(".sql")
+        self.named: dict[int, str] = {}
+        self.gc_watch = gc_watch
+        self.worst = self.worst_at = 0.0
+
+    def stall(self, seconds: float) -> None:
+        if seconds > self.worst:
+            self.worst, self.worst_at = seconds, time.time()
+
+    def write(self) -> None:
+        gc_watch = self.gc_watch
+        self.out.write(
+            f"{time.time():.3f} {self.worst:.6f} {gc_watch.count} "
+            f"{gc_watch.seconds:.6f} {gc_watch.worst:.6f} {self.worst_at:.3f}\n"
+        )
+        self.worst = gc_watch.worst = 0.0
+        threads = {t.native_id: t.name for t in threading.enumerate() if t.native_id}
+        if threads.items() - self.named.items():
+            self.named.update(threads)
+            self.names_path.write_text(
+                "".join(f"{tid} {name}\n" for tid, name in self.named.items()), "utf-8"
+            )
+        if STATEMENTS:
+            self.sql_path.write_text(
+                "".join(f"{word} {n}\n" for word, n in STATEMENTS.copy().items()), "ascii"
+            )
+
+
+def watch_select(loop: asyncio.AbstractEventLoop, report: _LagReport) -> None:
+    """The stall as the loop's own busy stretches: from each return of its selector's
+    select() to its next call, the time no socket was looked at and no timer could fire
+    (the overshoot a due timer would see, at its worst). Nothing wakes the loop for it:
+    a probe sleeping 10 ms woke serve 100 times a second, half a wake-up per MO at
+    200 MO/s, and its CPU was counted as serve's."""
+    selector: Any = loop._selector  # type: ignore[attr-defined]
+    select = selector.select
+    clock = time.perf_counter
+    state = {"returned": clock(), "report_at": clock() + 1.0}
+
+    def timed_select(timeout: float | None = None) -> Any:
+        called = clock()
+        report.stall(called - state["returned"])
+        if called >= state["report_at"]:
+            report.write()
+            state["report_at"] = called + 1.0
+        # Idle, select may wait no longer than the next line is due.
+        due = state["report_at"] - called
+        events = select(due if timeout is None else min(timeout, due))
+        state["returned"] = clock()
+        return events
+
+    selector.select = timed_select
+
+
+async def loop_lag_probe(path: Path, interval: float, report: _LagReport) -> None:
+    """The older probe (--probe-interval): sleep `interval` again and again; the
+    overshoot of each wake-up is how long the loop was busy elsewhere."""
     loop = asyncio.get_running_loop()
-    names_path = path.with_suffix(".threads")
-    named: dict[int, str] = {}
-    with path.open("a", buffering=1, encoding="ascii") as out:
-        worst = worst_at = 0.0
-        report_at = loop.time() + 1.0
-        while True:
-            due = loop.time() + interval
-            await asyncio.sleep(interval)
-            now = loop.time()
-            if now - due > worst:
-                worst, worst_at = now - due, time.time()
-            if now >= report_at:
-                out.write(
-                    f"{time.time():.3f} {worst:.6f} {gc_watch.count} "
-                    f"{gc_watch.seconds:.6f} {gc_watch.worst:.6f} {worst_at:.3f}\n"
-                )
-                worst = gc_watch.worst = 0.0
-                report_at = now + 1.0
-                threads = {t.native_id: t.name for t in threading.enumerate() if t.native_id}
-                if threads.items() - named.items():
-                    named.update(threads)
-                    names_path.write_text(
-                        "".join(f"{tid} {name}\n" for tid, name in named.items()), "utf-8"
-                    )
-                if STATEMENTS:
-                    path.with_suffix(".sql").write_text(
-                        "".join(f"{word} {n}\n" for word, n in STATEMENTS.copy().items()),
-                        "ascii",
-                    )
+    report_at = loop.time() + 1.0
+    while True:
+        due = loop.time() + interval
+        await asyncio.sleep(interval)
+        now = loop.time()
+        report.stall(now - due)
+        if now >= report_at:
+            report.write()
+            report_at = now + 1.0
 
 
 STATEMENTS: collections.Counter[str] = collections.Counter()
@@ -174,12 +216,19 @@ def serve_with_probe(config: Path, lag_file: Path, interval: float) -> None:
 
         engine.SQLITE_SYNCHRONOUS = os.environ["SOAK_SYNCHRONOUS"].upper()
 
+    report = _LagReport(lag_file, gc_watch)
+
     async def main() -> None:
-        probe = asyncio.create_task(loop_lag_probe(lag_file, interval, gc_watch))
+        probe = None
+        if interval > 0:
+            probe = asyncio.create_task(loop_lag_probe(lag_file, interval, report))
+        else:
+            watch_select(asyncio.get_running_loop(), report)
         try:
             await run_service(settings)
         finally:
-            probe.cancel()
+            if probe is not None:
+                probe.cancel()
 
     asyncio.run(main())
 
@@ -786,7 +835,10 @@ def main() -> None:
         "--plain", action="store_true", help="run `sms-gateway serve` itself, without the probe"
     )
     parser.add_argument(
-        "--probe-interval", type=float, default=0.01, help="the loop probe's sleep, seconds"
+        "--probe-interval",
+        type=float,
+        default=0.0,
+        help="measure stalls with a timer sleeping this long (0: from the loop's selector)",
     )
     parser.add_argument("--py-spy", type=int, default=0, help="profile SECONDS of minute 2")
     parser.add_argument(
