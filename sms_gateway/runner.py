@@ -150,6 +150,7 @@ def smpp_adapter(gateway: Gateway, smpp_settings: SmppSettings) -> SmppAdapter:
     )
     gateway.pipeline.on_reply_queued(lambda _channel: adapter.notify_outbox())
     gateway.pipeline.use_direct_sender("smpp", adapter)
+    gateway.pipeline.pause_while_lingering(adapter)
     return adapter
 
 

@@ -27,7 +27,7 @@ from sqlalchemy.engine import Connection
 from adapters.db.batch import BatchUnit
 from adapters.db.store import SqlStore, insert_inbound_many, mark_in_doubt
 from grammar import MessageParser
-from sms_gateway.batching import BatchQueue
+from sms_gateway.batching import BatchQueue, ReadPauser
 from sms_gateway.config import Settings
 from sms_gateway.domain.model import (
     Account,
@@ -200,6 +200,11 @@ class GatewayService:
     def on_reply_queued(self, listener: Callable[[str], None]) -> None:
         """Call `listener(channel)` whenever a reply lands in the outbox."""
         self._reply_listeners.append(listener)
+
+    def pause_while_lingering(self, transport: ReadPauser) -> None:
+        """Let `transport` stop reading while a batch waits for company at a trickle
+        ([database] commit_linger_ms): what arrives meanwhile is read when it ends."""
+        self._jobs.add_pauser(transport)
 
     def use_direct_sender(self, channel: str, sender: DirectSender) -> None:
         """Hand this channel's replies straight to `sender` when it is ready, stored as

@@ -159,6 +159,21 @@ class SmppAdapter:
         self._started = False
         log.info("smpp.stopped")
 
+    # ---- the inbound batch lingering (sms_gateway.batching.ReadPauser) --------------
+
+    def pause_reading(self) -> None:
+        """Every session stops reading until resume_reading; what arrived is read first."""
+        if not self._started:
+            return
+        for link in self.links.links:
+            for session in link.sessions:
+                session.pause_reading()
+
+    def resume_reading(self) -> None:
+        for link in self.links.links:
+            for session in link.sessions:
+                session.resume_reading()
+
     def notify_outbox(self) -> None:
         """A reply was queued: send now rather than at the next poll. Any thread may call."""
         loop = self._loop

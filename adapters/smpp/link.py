@@ -160,6 +160,8 @@ class SmppLink:
         self._chunk: bytes | None = None  # written in part; the socket was full
         self._write_scheduled = False
         self._writer_registered = False
+        # Not reading while an inbound batch lingers (pause_reading).
+        self._reads_paused = False
         self._outstanding: dict[int, tuple[int, float]] = {}  # sequence -> (token, deadline)
         self._probes: dict[int, int] = {}  # enquire_link sequence -> the caller's tag
         self._next_enquire = 0.0
@@ -215,6 +217,9 @@ class SmppLink:
         self._outstanding[sequence] = (token, deadline)
         self._arm(deadline)
         self._schedule_write()
+        if self._reads_paused and len(self._outstanding) >= self.settings.window - 1:
+            # Its answers free the window: read them as they come.
+            self.loop.call_soon(self.resume_reading)
 
     def enquire_link(self, tag: int | None = None) -> None:
         """Send an enquire_link now (tests and operators use it to probe the link);
@@ -402,6 +407,7 @@ class SmppLink:
         self._out.clear()  # nothing from an earlier session goes out on this one
         self._chunk = None
         self._enquire_deadline = self._unbind_deadline = None
+        self._reads_paused = False
         ended: asyncio.Future[_Stop] = self.loop.create_future()
         self._ended = ended
         self._next_enquire = time.monotonic() + self.settings.enquire_link_s
@@ -436,6 +442,26 @@ class SmppLink:
         self._report([LinkDown(self._session, stop.reason, tokens, stop.clean, stop.drained)])
         if self._ended is not None and not self._ended.done():
             self._ended.set_result(stop)
+
+    def pause_reading(self) -> None:
+        """Read nothing until resume_reading: the SMSC's PDUs wait in the socket
+        meanwhile (an inbound batch lingering for company, see sms_gateway/batching.py).
+        Deadlines and writes go on."""
+        sock = self._sock
+        if self._reads_paused or sock is None:
+            return
+        self.loop.remove_reader(sock.fileno())
+        self._reads_paused = True
+
+    def resume_reading(self) -> None:
+        """Read again, everything that arrived while paused first."""
+        if not self._reads_paused:
+            return
+        self._reads_paused = False
+        sock = self._sock
+        if sock is not None:
+            self.loop.add_reader(sock.fileno(), self._readable)
+            self._readable()
 
     def _readable(self) -> None:
         sock, client = self._sock, self._client

@@ -142,3 +142,43 @@ async def test_stop_unbinds_cleanly(smsc: SmscPeer, adapter_factory: AdapterFact
     await smsc.wait_pdu("unbind")
     assert "unbound" == adapter.state
     assert 0.0 == adapter.metrics.smpp_bound.labels("default")._value.get()
+
+
+async def test_a_paused_session_reads_nothing_until_resumed_then_everything_waiting(
+    smsc: SmscPeer, adapter_factory: AdapterFactory
+) -> None:
+    """pause_reading (an inbound batch lingering for company): the SMSC's deliver_sm
+    wait in the socket, unanswered; resume_reading takes all of them at once."""
+    gateway = MemoryGateway()
+    adapter = adapter_factory(gateway)
+    await adapter.start()
+    await wait_state(adapter, "bound")
+    adapter.pause_reading()
+    sequences = [
+        await smsc.deliver(f"1234567833 {1000 + n}".encode(), source_addr=f"7916123450{n}")
+        for n in range(3)
+    ]
+    await asyncio.sleep(0.3)
+    assert [] == gateway.inbound
+    assert [] == smsc.pdus("deliver_sm_resp")
+    adapter.resume_reading()
+    for sequence in sequences:
+        assert 0 == await smsc.deliver_resp(sequence)
+    assert sorted(f"1234567833 {1000 + n}" for n in range(3)) == sorted(
+        stored.inbound.text for stored in gateway.inbound
+    )
+
+
+async def test_a_paused_session_reads_again_before_its_window_fills(
+    smsc: SmscPeer, adapter_factory: AdapterFactory
+) -> None:
+    """Paused, it still sends; once its submit_sm in flight are one short of the
+    window it reads again, so their answers free the window for the replies after."""
+    gateway = MemoryGateway()
+    adapter = adapter_factory(gateway, window=3)
+    await adapter.start()
+    await wait_state(adapter, "bound")
+    adapter.pause_reading()
+    ids = [gateway.queue_reply("+79161234567", f"reply {n}") for n in range(7)]
+    await gateway.until(lambda: all(gateway.outbound[i]["status"] == "sent" for i in ids))
+    assert 7 == len(smsc.pdus("submit_sm"))

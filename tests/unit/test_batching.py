@@ -202,3 +202,114 @@ async def test_senders_that_wait_for_their_batch_are_not_slowed_by_the_linger():
     assert sum(len(batch) for batch in batches) == 200
     # Lingering every batch: 100 rounds x 50 ms = 5 s. Backing off: a handful of lingers.
     assert elapsed < 1.0, (elapsed, len(batches))
+
+
+class _Transport:
+    """A transport that can pause reading: while paused, what it is sent waits (as in
+    a socket) and is queued when reading resumes."""
+
+    def __init__(self, queue: BatchQueue[Item]) -> None:
+        self.queue = queue
+        self.paused = False
+        self.pauses = 0
+        self.waiting: list[Item] = []
+        self.read_late: set[str] = set()
+
+    def pause_reading(self) -> None:
+        assert not self.paused
+        self.paused = True
+        self.pauses += 1
+
+    def resume_reading(self) -> None:
+        self.paused = False
+        waiting, self.waiting = self.waiting, []
+        for item in waiting:
+            self.queue.enqueue(item)
+
+    def deliver(self, item: Item) -> None:
+        if self.paused:
+            self.waiting.append(item)
+            self.read_late.add(item.name)
+        else:
+            self.queue.enqueue(item)
+
+    async def send(self, item: Item) -> None:
+        self.deliver(item)
+        await item.future
+
+
+async def test_at_a_trickle_the_transport_stops_reading_for_the_rest_of_a_linger_that_pays():
+    linger_s, every_s = 0.04, 0.005
+    queue, batches, handled_at = _recording_queue(linger_s)
+    transport = _Transport(queue)
+    queue.add_pauser(transport)
+    loop = asyncio.get_running_loop()
+    sent_at: dict[str, float] = {}
+    due = loop.time()
+    items = []
+    for number in range(150):
+        await asyncio.sleep(max(0.0, due - loop.time()))
+        item = Item(f"i{number}")
+        sent_at[item.name] = loop.time()
+        transport.deliver(item)
+        items.append(item)
+        due += every_s
+    await asyncio.gather(*(item.future for item in items))
+    await queue.aclose()
+    handled = [name for batch in batches for name in batch]
+    assert sorted(handled) == sorted(sent_at)  # each once
+    assert not transport.paused and not transport.waiting
+    # Paused in most lingers, to the end: the items read late count as arrivals spread
+    # over the linger, not as a burst (which would stop the pausing).
+    late_batches = [b for b in batches if int(b[0][1:]) >= 100]
+    assert transport.pauses >= len(batches) // 2, (transport.pauses, len(batches))
+    assert any(name in transport.read_late for b in late_batches for name in b)
+    assert min(len(b) for b in late_batches[:-1]) >= 4, batches
+    # Still bounded by the oldest item's deadline (slack for a loaded machine).
+    waits = [handled_at[name] - sent_at[name] for name in sent_at]
+    assert max(waits) < linger_s + 0.05, max(waits)
+
+
+async def test_under_load_the_transport_keeps_reading():
+    """Items closer than PAUSE_MIN_GAP_S on average: a full batch must end the linger."""
+    queue, batches, _ = _recording_queue(linger_s=0.05)
+    transport = _Transport(queue)
+    queue.add_pauser(transport)
+    items = []
+    settled = 0  # pauses while the mean gap came down from its idle value
+    for number in range(40):
+        if number == 10:
+            settled = transport.pauses
+        # Ten at once every 5 ms: half a millisecond apart on average.
+        for k in range(10):
+            item = Item(f"i{number}-{k}")
+            transport.deliver(item)
+            items.append(item)
+        await asyncio.sleep(0.005)
+    await asyncio.gather(*(item.future for item in items))
+    await queue.aclose()
+    assert sum(len(batch) for batch in batches) == 400
+    assert transport.pauses == settled
+
+
+async def test_pausing_transports_do_not_defeat_the_back_off_of_senders_waiting_for_their_batch():
+    """As test_senders_that_wait_for_their_batch_are_not_slowed_by_the_linger, through
+    a transport that may pause: the second sender's MO joins each linger early, before
+    its first quarter, so the transport never pauses there and the back-off still sees
+    that no company comes later."""
+    queue, batches, _ = _recording_queue(linger_s=0.05)
+    transport = _Transport(queue)
+    queue.add_pauser(transport)
+    loop = asyncio.get_running_loop()
+
+    async def window_of_one(sender: str, count: int, round_trip_s: float) -> None:
+        for number in range(count):
+            await asyncio.sleep(round_trip_s)
+            await transport.send(Item(f"{sender}{number}"))
+
+    started = loop.time()
+    await asyncio.gather(window_of_one("a", 100, 0), window_of_one("b", 100, 0.001))
+    elapsed = loop.time() - started
+    await queue.aclose()
+    assert sum(len(batch) for batch in batches) == 200
+    assert elapsed < 1.0, (elapsed, len(batches), transport.pauses)
