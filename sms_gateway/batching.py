@@ -147,7 +147,7 @@ class BatchQueue(Generic[ItemT]):
                 self._gap_s += self.GAP_WEIGHT * (gap - self._gap_s)
             self._last_arrival = now
         self._append(item, now)
-        if self._pause_from is not None and now >= self._pause_from and not self._catching_up:
+        if self._pause_from is not None and now >= self._pause_from:
             # Company after the first quarter: the rest of the linger needs no wake-ups.
             self._pause_from = None
             self._paused = True

@@ -162,7 +162,7 @@ class SmppAdapter:
     # ---- the inbound batch lingering (sms_gateway.batching.ReadPauser) --------------
 
     def pause_reading(self) -> None:
-        """Every session stops reading until resume_reading; what arrived is read first."""
+        """Every session stops reading until resume_reading."""
         if not self._started:
             return
         for link in self.links.links:

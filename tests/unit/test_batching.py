@@ -180,30 +180,6 @@ async def test_the_next_step_a_batch_requeues_does_not_wait_for_company_again():
     assert max(handled_at[f"i{n}+"] - handled_at[f"i{n}"] for n in range(40)) < 0.1
 
 
-async def test_senders_that_wait_for_their_batch_are_not_slowed_by_the_linger():
-    """An SMSC with a full window sends the next MO only once the last is acknowledged:
-    a linger nobody joins is not repeated (back-off), so a window of one or two runs
-    at the pipeline's pace, not one batch per linger."""
-    queue, batches, _ = _recording_queue(linger_s=0.05)
-    loop = asyncio.get_running_loop()
-
-    async def window_of_one(sender: str, count: int, round_trip_s: float) -> None:
-        for number in range(count):
-            await asyncio.sleep(round_trip_s)
-            await queue.put(Item(f"{sender}{number}"))
-
-    started = loop.time()
-    # Two binds, each with a window of one; the second one's MO comes a moment later
-    # than the first's (another socket), so it joins each linger, early: no company
-    # comes after it, and lingering on would only delay both.
-    await asyncio.gather(window_of_one("a", 100, 0), window_of_one("b", 100, 0.001))
-    elapsed = loop.time() - started
-    await queue.aclose()
-    assert sum(len(batch) for batch in batches) == 200
-    # Lingering every batch: 100 rounds x 50 ms = 5 s. Backing off: a handful of lingers.
-    assert elapsed < 1.0, (elapsed, len(batches))
-
-
 class _Transport:
     """A transport that can pause reading: while paused, what it is sent waits (as in
     a socket) and is queued when reading resumes."""
@@ -236,6 +212,38 @@ class _Transport:
     async def send(self, item: Item) -> None:
         self.deliver(item)
         await item.future
+
+
+@pytest.mark.parametrize("pausing", [False, True], ids=["reading", "pausing transport"])
+async def test_senders_that_wait_for_their_batch_are_not_slowed_by_the_linger(pausing: bool):
+    """An SMSC with a full window sends the next MO only once the last is acknowledged:
+    a linger nobody joins is not repeated (back-off), so a window of one or two runs
+    at the pipeline's pace, not one batch per linger. Through a transport that may
+    pause too: the second sender's MO joins each linger before its first quarter, so
+    the transport never pauses there and the back-off still sees no company later."""
+    queue, batches, _ = _recording_queue(linger_s=0.05)
+    loop = asyncio.get_running_loop()
+    send = queue.put
+    if pausing:
+        transport = _Transport(queue)
+        queue.add_pauser(transport)
+        send = transport.send
+
+    async def window_of_one(sender: str, count: int, round_trip_s: float) -> None:
+        for number in range(count):
+            await asyncio.sleep(round_trip_s)
+            await send(Item(f"{sender}{number}"))
+
+    started = loop.time()
+    # Two binds, each with a window of one; the second one's MO comes a moment later
+    # than the first's (another socket), so it joins each linger, early: no company
+    # comes after it, and lingering on would only delay both.
+    await asyncio.gather(window_of_one("a", 100, 0), window_of_one("b", 100, 0.001))
+    elapsed = loop.time() - started
+    await queue.aclose()
+    assert sum(len(batch) for batch in batches) == 200
+    # Lingering every batch: 100 rounds x 50 ms = 5 s. Backing off: a handful of lingers.
+    assert elapsed < 1.0, (elapsed, len(batches))
 
 
 async def test_at_a_trickle_the_transport_stops_reading_for_the_rest_of_a_linger_that_pays():
@@ -290,26 +298,3 @@ async def test_under_load_the_transport_keeps_reading():
     await queue.aclose()
     assert sum(len(batch) for batch in batches) == 400
     assert transport.pauses == settled
-
-
-async def test_pausing_transports_do_not_defeat_the_back_off_of_senders_waiting_for_their_batch():
-    """As test_senders_that_wait_for_their_batch_are_not_slowed_by_the_linger, through
-    a transport that may pause: the second sender's MO joins each linger early, before
-    its first quarter, so the transport never pauses there and the back-off still sees
-    that no company comes later."""
-    queue, batches, _ = _recording_queue(linger_s=0.05)
-    transport = _Transport(queue)
-    queue.add_pauser(transport)
-    loop = asyncio.get_running_loop()
-
-    async def window_of_one(sender: str, count: int, round_trip_s: float) -> None:
-        for number in range(count):
-            await asyncio.sleep(round_trip_s)
-            await transport.send(Item(f"{sender}{number}"))
-
-    started = loop.time()
-    await asyncio.gather(window_of_one("a", 100, 0), window_of_one("b", 100, 0.001))
-    elapsed = loop.time() - started
-    await queue.aclose()
-    assert sum(len(batch) for batch in batches) == 200
-    assert elapsed < 1.0, (elapsed, len(batches), transport.pauses)
