@@ -247,14 +247,11 @@ class BatchQueue(Generic[ItemT]):
         finally:
             self._catching_up = False
         came = len(self._items) - before
-        if came <= 0:
-            return
-        now = time.monotonic()
-        if last is not None:
-            gap = min((now - last) / came, self.MAX_GAP_S)
-            # `came` arrivals `gap` apart, weighted as if taken one by one.
+        if came > 0 and last is not None:
+            # enqueue stamped _last_arrival as they came in; `came` arrivals spread over
+            # the time since `last`, weighted as if taken one by one.
+            gap = min((time.monotonic() - last) / came, self.MAX_GAP_S)
             self._gap_s = gap + (self._gap_s - gap) * (1 - self.GAP_WEIGHT) ** came
-        self._last_arrival = now
 
     def _company_kept_coming(self, began: float, alone: int) -> bool:
         """Whether the linger paid: the batch filled, or company still came after its
