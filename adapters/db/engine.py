@@ -25,6 +25,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 SQLITE_SYNCHRONOUS = "FULL"
 
 
+# The batch writer checkpoints the WAL itself, between transactions (see
+# store.CHECKPOINT_EVERY_COMMITS); SQLite's automatic checkpoint inside a commit is
+# left only as the bound of the WAL, here four times its default of 1,000 pages.
+WRITER_AUTOCHECKPOINT_PAGES = 4000
+
+
 def is_sqlite(url: str) -> bool:
     return url.startswith("sqlite")
 
@@ -35,7 +41,7 @@ def _sqlite_file(url: str) -> None:
         Path(database).parent.mkdir(parents=True, exist_ok=True)
 
 
-def _tune_sqlite(sync_engine: Engine, immediate: bool) -> None:
+def _tune_sqlite(sync_engine: Engine, immediate: bool, autocheckpoint: int | None = None) -> None:
     @event.listens_for(sync_engine, "connect")
     def _pragmas(dbapi_connection: Any, _record: Any) -> None:
         # Transactions are begun by the listener below, not by the driver.
@@ -51,6 +57,8 @@ def _tune_sqlite(sync_engine: Engine, immediate: bool) -> None:
         # every few MO, on a scratch file that nothing reads after a crash.
         cursor.execute("PRAGMA temp_store=MEMORY")
         cursor.execute("PRAGMA busy_timeout=30000")
+        if autocheckpoint is not None:
+            cursor.execute(f"PRAGMA wal_autocheckpoint={autocheckpoint}")
         cursor.close()
 
     statement = "BEGIN IMMEDIATE" if immediate else "BEGIN"
@@ -105,5 +113,5 @@ def create_batch_engine(url: str) -> Engine | None:
         return None
     sync_url = make_url(url).set(drivername="sqlite")
     engine = create_sync_engine(sync_url, connect_args={"timeout": 30, "check_same_thread": False})
-    _tune_sqlite(engine, immediate=True)
+    _tune_sqlite(engine, immediate=True, autocheckpoint=WRITER_AUTOCHECKPOINT_PAGES)
     return engine

@@ -143,3 +143,71 @@ async def test_outbox_status_changes_ride_along(gateway, monkeypatch):
     await gateway.outbox.release(12347, "link lost")
     await gateway.outbox.claim("smpp", 10)
     assert [True, True, True, False] == seen
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+async def test_the_writer_checkpoints_between_commits_and_keeps_the_wal_small(gateway):
+    """Every CHECKPOINT_EVERY_COMMITS commits the writer copies the WAL into the database
+    itself, outside any transaction, so no commit runs SQLite's own checkpoint; the WAL
+    file is then written from its start again and stops growing."""
+    from pathlib import Path
+
+    from adapters.db.engine import WRITER_AUTOCHECKPOINT_PAGES
+    from adapters.db.store import CHECKPOINT_EVERY_COMMITS
+
+    statements: list[str] = []
+
+    def trace(conn):
+        conn.connection.driver_connection.set_trace_callback(statements.append)
+        return conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar_one()
+
+    assert WRITER_AUTOCHECKPOINT_PAGES == await gateway.store.run_transaction(trace)
+    wal = Path(f"{gateway.store.batch_engine.url.database}-wal")
+
+    def write(number: int):
+        def work(conn):
+            rows = [
+                {"phone": f"+7900{number:03d}{i:04d}", "opted_out": True, "updated_at": NOW}
+                for i in range(40)
+            ]
+            conn.execute(insert(phone_preferences), rows)
+
+        return work
+
+    sizes = []
+    for number in range(1, 5 * CHECKPOINT_EVERY_COMMITS + 1):
+        await gateway.store.run_transaction(write(number))
+        sizes.append(wal.stat().st_size)
+    checkpoints = [i for i, sql in enumerate(statements) if "wal_checkpoint" in sql]
+    assert 5 == len(checkpoints)
+    for at in checkpoints:
+        # Right after a commit, before the next transaction begins.
+        assert "COMMIT" == statements[at - 1].upper()
+        assert statements[at + 1].startswith("BEGIN")
+    # Each commit adds some 20 KB to the WAL until a checkpoint lets the next one write
+    # from its start again: over the last two intervals it grew no more.
+    assert sizes[-1] == sizes[-2 * CHECKPOINT_EVERY_COMMITS]
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+async def test_callers_do_not_wait_for_the_checkpoint(gateway, monkeypatch):
+    """The commit that reaches CHECKPOINT_EVERY_COMMITS answers its caller first."""
+    from adapters.db import store as store_module
+
+    checkpoint = store_module.SqlStore._checkpoint
+
+    def slow_checkpoint(self, conn):
+        time.sleep(0.5)
+        checkpoint(self, conn)
+
+    monkeypatch.setattr(store_module.SqlStore, "_checkpoint", slow_checkpoint)
+    waits = []
+    for number in range(store_module.CHECKPOINT_EVERY_COMMITS):
+        started = time.monotonic()
+        await gateway.store.run_transaction(_opt_out(f"+7900000{number:04d}"))
+        waits.append(time.monotonic() - started)
+    assert max(waits) < 0.3, waits
+    # The next one waits for the writer to finish the checkpoint.
+    started = time.monotonic()
+    await gateway.store.run_transaction(_opt_out("+79000009999"))
+    assert time.monotonic() - started > 0.2
