@@ -24,6 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench._fixtures import python_speed
 from grammar import MessageParser
 from grammar.parser import MAX_TEXT_LENGTH
 from grammar.vocabulary import Vocabulary
@@ -156,21 +157,6 @@ def build_mix(seed: int = 20240501) -> list[str]:
     texts = sorted(mix)
     rng.shuffle(texts)
     return texts
-
-
-def python_speed() -> float:
-    """CPU µs for sum(range(100)), best of five runs, to compare figures across machines.
-
-    CPython 3.11 on a recent desktop or laptop core takes roughly 0.5-0.7 µs; a
-    shared or throttled VM takes several times longer, and the parser slows alike.
-    """
-    runs = []
-    for _ in range(5):
-        started = time.process_time()
-        for _ in range(20_000):
-            sum(range(100))
-        runs.append((time.process_time() - started) / 20_000 * 1e6)
-    return min(runs)
 
 
 def measure(

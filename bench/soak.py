@@ -9,7 +9,9 @@ the gateway's phone caches see that many distinct phones.
 
 Printed per minute: MO->reply p50/p99/max, the longest stall of serve's event loop
 (under traffic; one that ended before the first MO, serve's start-up, is printed apart),
-serve's RSS and CPU per MO, and the database's growth per 10,000 MO; at the end the
+serve's RSS and CPU per MO, the database's growth per 10,000 MO, the load, and the
+machine's speed measured after the minute (CPU µs of sum(range(100)), as bench/parse.py
+prints it: 0.56-0.61 µs on 2026-11-28, 0.9 on the slow 2026-12-07); at the end the
 goals of issue 12 as pass/fail, CPU and wake-ups per MO by thread, and whether every
 MO was answered exactly once (the message log, counted).
 
@@ -55,7 +57,12 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench._fixtures import latin_texts, wake_up_cost_us, write_accounts  # noqa: E402
+from bench._fixtures import (  # noqa: E402
+    latin_texts,
+    python_speed,
+    wake_up_cost_us,
+    write_accounts,
+)
 from tests.e2e.serve_support import cli, write_config  # noqa: E402
 from tests.integration.smpp_support import SmscPeer, peer_problem  # noqa: E402
 
@@ -573,6 +580,9 @@ class Minute:
     cpu_ms_per_mo: float
     db_kb_per_10k: float
     load: float
+    # The machine's speed at the end of the minute: CPU µs for sum(range(100)). On a
+    # shared VM it varies by half from day to day, and serve's CPU per MO with it.
+    yardstick_us: float = math.nan
 
 
 def phone_prefix(block: int, per_minute: int) -> str:
@@ -588,7 +598,8 @@ def print_minute(minute: Minute) -> None:
     print(
         f"{minute.number:>4} {r['replies']:>7}/{r['count']:<6} {r['p50_ms']:6.1f} "
         f"{r['p99_ms']:6.1f} {r['max_ms']:7.1f} {stall:>7} {minute.rss_mb:7.1f} "
-        f"{minute.cpu_ms_per_mo:7.3f} {minute.db_kb_per_10k:9.0f} {minute.load:5.2f}",
+        f"{minute.cpu_ms_per_mo:7.3f} {minute.db_kb_per_10k:9.0f} {minute.load:5.2f} "
+        f"{minute.yardstick_us:6.2f}",
         flush=True,
     )
 
@@ -623,8 +634,11 @@ async def run(args: argparse.Namespace) -> int:
             f"{os.environ.get('SOAK_LINGER_MS', 'as configured (20)')}, "
             f"serve pid {serve.pid}, workdir {workdir}"
         )
-        print(" min     replied    p50    p99     max   stall  RSS MB  CPU ms  DB KB/10k  load")
-        print("                     ms     ms      ms      ms           /MO       MO")
+        print(
+            " min     replied    p50    p99     max   stall  RSS MB  CPU ms  DB KB/10k  load"
+            "  sum(range(100))"
+        )
+        print("                     ms     ms      ms      ms           /MO       MO         µs")
         size_before = await database.size_bytes()
         before = first = sample(serve.pid)
         batches_before = await scraped_batches(http_port)
@@ -674,6 +688,7 @@ async def run(args: argparse.Namespace) -> int:
                 (after.cpu_s - before.cpu_s) / per_minute * 1000,
                 (size - size_before) / per_minute * 10_000 / 1024,
                 os.getloadavg()[0],
+                python_speed(),
             )
             minutes.append(minute)
             print_minute(minute)
@@ -772,6 +787,7 @@ def summary(
     worst_p99 = max((m.result["p99_ms"] for m in minutes), default=math.nan)
     stalls = [m.stall_ms for m in minutes if m.stall_ms is not None]
     cpu = [m.cpu_ms_per_mo for m in minutes]
+    speed = [m.yardstick_us for m in minutes]
     rss = [m.rss_mb for m in minutes]
     # Bounded: the phone caches hold 65,536 numbers, full after about 5.5 minutes at
     # 200/s; after that RSS should stay flat. Judged over the last third of the run.
@@ -797,7 +813,12 @@ def summary(
         (
             max(cpu) <= GOAL_CPU_MS if cpu else None,
             f"CPU per MO <= {GOAL_CPU_MS:g} ms every minute: "
-            + (f"median {statistics.median(cpu):.3f}, worst {max(cpu):.3f} ms" if cpu else "n/a"),
+            + (
+                f"median {statistics.median(cpu):.3f}, worst {max(cpu):.3f} ms "
+                f"(sum(range(100)): median {statistics.median(speed):.2f} µs)"
+                if cpu
+                else "n/a"
+            ),
         ),
         (
             max(rss) < GOAL_RSS_MB if rss else None,
