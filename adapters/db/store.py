@@ -539,8 +539,9 @@ class SqlStore:
 
     def _checkpoint(self, conn: Connection) -> None:
         """Writer thread, between transactions: copy the WAL into the database without
-        waiting for readers (PASSIVE). Nothing else writes meanwhile (one writer), so the
-        WAL is written from its start again by the next commit and stays its size."""
+        waiting for readers (PASSIVE). This process's one writer writes nothing meanwhile,
+        so the next commit writes the WAL from its start again and the file keeps its
+        size (a write by another process in between only defers that to the next one)."""
         self._commits_since_checkpoint = 0
         try:
             driver = conn.connection.driver_connection

@@ -162,6 +162,7 @@ async def test_the_writer_checkpoints_between_commits_and_keeps_the_wal_small(ga
         return conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar_one()
 
     assert WRITER_AUTOCHECKPOINT_PAGES == await gateway.store.run_transaction(trace)
+    gateway.store._commits_since_checkpoint = 0  # whatever the gateway's start committed
     wal = Path(f"{gateway.store.batch_engine.url.database}-wal")
 
     def write(number: int):
@@ -183,7 +184,7 @@ async def test_the_writer_checkpoints_between_commits_and_keeps_the_wal_small(ga
     for at in checkpoints:
         # Right after a commit, before the next transaction begins.
         assert "COMMIT" == statements[at - 1].upper()
-        assert statements[at + 1].startswith("BEGIN")
+        assert at + 1 == len(statements) or statements[at + 1].startswith("BEGIN")
     # Each commit adds some 20 KB to the WAL until a checkpoint lets the next one write
     # from its start again: over the last two intervals it grew no more.
     assert sizes[-1] == sizes[-2 * CHECKPOINT_EVERY_COMMITS]
@@ -201,6 +202,7 @@ async def test_callers_do_not_wait_for_the_checkpoint(gateway, monkeypatch):
         checkpoint(self, conn)
 
     monkeypatch.setattr(store_module.SqlStore, "_checkpoint", slow_checkpoint)
+    gateway.store._commits_since_checkpoint = 0  # whatever the gateway's start committed
     waits = []
     for number in range(store_module.CHECKPOINT_EVERY_COMMITS):
         started = time.monotonic()
