@@ -186,8 +186,9 @@ async def test_the_writer_checkpoints_between_commits_and_keeps_the_wal_small(ga
         assert "COMMIT" == statements[at - 1].upper()
         assert at + 1 == len(statements) or statements[at + 1].startswith("BEGIN")
     # Each commit adds some 20 KB to the WAL until a checkpoint lets the next one write
-    # from its start again: over the last two intervals it grew no more.
-    assert sizes[-1] == sizes[-2 * CHECKPOINT_EVERY_COMMITS]
+    # from its start again: after five intervals the file is about one interval long
+    # (a little more, as the table's pages per commit grow), not five.
+    assert sizes[-1] < 2 * sizes[CHECKPOINT_EVERY_COMMITS - 1]
 
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
