@@ -393,8 +393,9 @@ RIDE_ALONG_S = 0.05
 # The SQLite writer copies the WAL into the database (a checkpoint) after this many
 # commits, once their callers are answered: left to SQLite (every 1,000 WAL pages), the
 # checkpoint ran inside a commit, and that batch's MO waited for it (20-50 ms against
-# 2-5 for a plain commit at a steady 200 MO/s: the tail of MO->reply latency). The
-# next batch is lingering for company meanwhile, so nobody waits. At about 45 pages a
+# 2-5 for a plain commit at a steady 200 MO/s: the tail of MO->reply latency). At a
+# trickle the next batch is lingering for company meanwhile, so nobody waits; under
+# load the next batch waits for it, as it waited for SQLite's. At about 45 pages a
 # commit this keeps the WAL near SQLite's default size; SQLite's own checkpoint stays
 # as the bound, at engine.WRITER_AUTOCHECKPOINT_PAGES (a burst's big commits reach it).
 CHECKPOINT_EVERY_COMMITS = 20
