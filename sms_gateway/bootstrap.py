@@ -87,6 +87,7 @@ async def build_gateway(
     parser = MessageParser(settings.gateway.account_pattern)
     parser.compile()
     metrics = metrics or GatewayMetrics()
+    store.observe_commit = metrics.db_commit_seconds.observe
     instance = instance_name(settings)
     service = GatewayService(settings, store, parser, metrics, clock, instance)
     return Gateway(

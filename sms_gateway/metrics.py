@@ -99,6 +99,13 @@ class GatewayMetrics:
             "The longest event loop stall in the last 10 seconds",
             registry=r,
         )
+        self.db_commit_seconds = Histogram(
+            "sms_gateway_db_commit_seconds",
+            "Time the database took to commit a write transaction of the pipeline "
+            "(on SQLite the WAL's fsync: a slow disk shows here first)",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+            registry=r,
+        )
         self.instances_taken_over = Counter(
             "sms_gateway_instances_taken_over",
             "Dead instances whose claimed replies and unconfirmed MO this one took over",

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Collection, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, contextmanager
@@ -400,6 +401,12 @@ RIDE_ALONG_S = 0.05
 # as the bound, at engine.WRITER_AUTOCHECKPOINT_PAGES (a burst's big commits reach it).
 CHECKPOINT_EVERY_COMMITS = 20
 
+# A commit (or the writer's checkpoint) slower than this is logged as a warning: every
+# MO of its batch waited that long for its acknowledgement and reply. On 2026-12-07
+# the soak saw commits of 35-377 ms for a second while the machine's disk was slow,
+# against 1-3 ms normally; the histogram of every commit is on /metrics.
+SLOW_COMMIT_S = 1.0
+
 
 class SqlStore:
     """The process's gateway to the database."""
@@ -433,6 +440,9 @@ class SqlStore:
         self._waited_for_company = False
         self._closed = False
         self._commits_since_checkpoint = 0
+        # Called with each write transaction's commit time in seconds (the gateway's
+        # sms_gateway_db_commit_seconds); from the SQLite writer thread, on SQLite.
+        self.observe_commit: Callable[[float], None] | None = None
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[StoreTransaction]:
@@ -463,7 +473,10 @@ class SqlStore:
         if self._batch_thread is None:
             with _mapped_errors():
                 async with self.engine.begin() as conn:
-                    return await conn.run_sync(work)
+                    result = await conn.run_sync(work)
+                    commit_started = time.perf_counter()  # the block's end commits
+                self._committed(time.perf_counter() - commit_started)
+                return result
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         with self._queued_lock:
@@ -514,6 +527,7 @@ class SqlStore:
                     self._draining = False
                     return
             outcomes: list[tuple[bool, Any]]
+            commit_s: float | None = None  # set once committed
             try:
                 conn = self._writer_connection()
                 with conn.begin():
@@ -522,9 +536,13 @@ class SqlStore:
                         outcomes = [(True, queued[0][0](conn))]
                     else:
                         outcomes = [_in_savepoint(conn, work) for work, *_ in queued]
+                    commit_started = time.perf_counter()  # the block's end commits
+                commit_s = time.perf_counter() - commit_started
             except Exception as exc:
                 self._drop_writer_connection()
                 outcomes = [(False, exc)] * len(queued)
+            if commit_s is not None:  # counted before its callers go on
+                self._committed(commit_s)
             # One hand-over per loop, not per future: each call_soon_threadsafe writes to
             # the loop's wake-up pipe, a system call (8 % of this thread's time at a
             # steady 200 MO/s, a batch and the replies marked sent each drain).
@@ -544,6 +562,7 @@ class SqlStore:
         so the next commit writes the WAL from its start again and the file keeps its
         size (a write by another process in between only defers that to the next one)."""
         self._commits_since_checkpoint = 0
+        started = time.perf_counter()
         try:
             driver = conn.connection.driver_connection
             assert driver is not None
@@ -551,6 +570,17 @@ class SqlStore:
         except Exception as exc:
             # The next commit past SQLite's own threshold checkpoints instead.
             log.warning("sqlite.checkpoint_failed", error=str(exc))
+            return
+        took = time.perf_counter() - started
+        if took >= SLOW_COMMIT_S:
+            # The next batch waited for it (under load): a disk this slow shows here too.
+            log.warning("db.slow_checkpoint", seconds=round(took, 3))
+
+    def _committed(self, seconds: float) -> None:
+        if self.observe_commit is not None:
+            self.observe_commit(seconds)
+        if seconds >= SLOW_COMMIT_S:
+            log.warning("db.slow_commit", seconds=round(seconds, 3))
 
     def _has_company(self) -> bool:
         # Closing: nothing more will come.

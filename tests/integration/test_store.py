@@ -217,3 +217,46 @@ async def test_callers_do_not_wait_for_the_checkpoint(gateway, monkeypatch):
     started = time.monotonic()
     await gateway.store.run_transaction(_opt_out("+79000009999"))
     assert time.monotonic() - started > 0.2
+
+
+def _commits_observed(gateway) -> float:
+    return gateway.metrics.registry.get_sample_value("sms_gateway_db_commit_seconds_count") or 0.0
+
+
+async def test_every_commit_is_timed_and_a_slow_one_is_logged(gateway, monkeypatch):
+    """sms_gateway_db_commit_seconds counts each write transaction's commit with the
+    time it took; one slower than SLOW_COMMIT_S is a warning (its batch's MO waited)."""
+    from structlog.testing import capture_logs
+
+    from adapters.db import store as store_module
+
+    before = _commits_observed(gateway)
+    for number in range(3):
+        await gateway.store.run_transaction(_opt_out(f"+7900100{number:04d}"))
+    assert before + 3 == _commits_observed(gateway)
+
+    # The driver's commit itself made slow: on SQLite the writer's engine, on
+    # PostgreSQL the pooled one's.
+    engine = gateway.store.batch_engine or gateway.store.engine.sync_engine
+    dialect = engine.dialect
+    plain_commit = type(dialect).do_commit
+
+    def slow_commit(dbapi_connection):
+        time.sleep(0.3)
+        plain_commit(dialect, dbapi_connection)
+
+    monkeypatch.setattr(dialect, "do_commit", slow_commit)
+    monkeypatch.setattr(store_module, "SLOW_COMMIT_S", 0.2)
+    fast_before = gateway.metrics.registry.get_sample_value(
+        "sms_gateway_db_commit_seconds_bucket", {"le": "0.25"}
+    )
+    with capture_logs() as logs:
+        await gateway.store.run_transaction(_opt_out("+79001009999"))
+    assert before + 4 == _commits_observed(gateway)
+    # Counted in the buckets above 0.25 s only.
+    assert fast_before == gateway.metrics.registry.get_sample_value(
+        "sms_gateway_db_commit_seconds_bucket", {"le": "0.25"}
+    )
+    slow = [entry for entry in logs if entry["event"] == "db.slow_commit"]
+    assert 1 == len(slow) and slow[0]["seconds"] >= 0.3, logs
+    assert "+79001009999" in await _phones(gateway)  # committed all the same
