@@ -408,6 +408,11 @@ CHECKPOINT_EVERY_COMMITS = 20
 SLOW_COMMIT_S = 1.0
 
 
+def _warn_if_slow(event: str, seconds: float) -> None:
+    if seconds >= SLOW_COMMIT_S:
+        log.warning(event, seconds=round(seconds, 3))
+
+
 class SqlStore:
     """The process's gateway to the database."""
 
@@ -571,16 +576,13 @@ class SqlStore:
             # The next commit past SQLite's own threshold checkpoints instead.
             log.warning("sqlite.checkpoint_failed", error=str(exc))
             return
-        took = time.perf_counter() - started
-        if took >= SLOW_COMMIT_S:
-            # The next batch waited for it (under load): a disk this slow shows here too.
-            log.warning("db.slow_checkpoint", seconds=round(took, 3))
+        # The next batch waited for it (under load): a disk this slow shows here too.
+        _warn_if_slow("db.slow_checkpoint", time.perf_counter() - started)
 
     def _committed(self, seconds: float) -> None:
         if self.observe_commit is not None:
             self.observe_commit(seconds)
-        if seconds >= SLOW_COMMIT_S:
-            log.warning("db.slow_commit", seconds=round(seconds, 3))
+        _warn_if_slow("db.slow_commit", seconds)
 
     def _has_company(self) -> bool:
         # Closing: nothing more will come.
