@@ -106,7 +106,10 @@ async def _heartbeat_loop(registry: InstanceRegistry, gateway: Gateway, smpp: An
 
 async def _loop_lag_probe(metrics: GatewayMetrics) -> None:
     """How late a due timer runs: the time every MO waits behind a stall."""
-    recent: deque[tuple[float, float]] = deque()  # (when, lag) of lags over 1 ms
+    # (when, lag) of lags over 1 ms, each larger than every later one: the first is the
+    # window's longest. A scan of every lag of the window instead cost about a hundred
+    # steps per tick at a steady 200 MO/s (most ticks are over 1 ms late there).
+    longest: deque[tuple[float, float]] = deque()
     while True:
         due = time.monotonic() + LAG_TICK_S
         await asyncio.sleep(LAG_TICK_S)
@@ -114,10 +117,12 @@ async def _loop_lag_probe(metrics: GatewayMetrics) -> None:
         lag = max(0.0, now - due)
         metrics.loop_lag.observe(lag)
         if lag > 0.001:
-            recent.append((now, lag))
-        while recent and recent[0][0] < now - LAG_WINDOW_S:
-            recent.popleft()
-        metrics.loop_lag_max.set(max((one for _, one in recent), default=0.0))
+            while longest and longest[-1][1] <= lag:
+                longest.pop()  # never the longest again: this one outlasts it
+            longest.append((now, lag))
+        while longest and longest[0][0] < now - LAG_WINDOW_S:
+            longest.popleft()
+        metrics.loop_lag_max.set(longest[0][1] if longest else 0.0)
 
 
 def freeze_startup_heap() -> None:
