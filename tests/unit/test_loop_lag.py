@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 
 import pytest
@@ -35,7 +36,7 @@ async def test_the_gauge_holds_the_window_s_longest_stall_then_lets_it_go(
         short_seen = time.monotonic()
         await asyncio.sleep(0.03)
         assert _gauge(metrics) >= 0.25
-        # The long stall out of the window, the short one not yet (0.55 s apart).
+        # The long stall out of the window, the short one not yet (about 0.6 s later).
         await asyncio.sleep(long_seen + 1.2 - time.monotonic())
         assert 0.12 <= _gauge(metrics) < 0.25
         await asyncio.sleep(short_seen + 1.2 - time.monotonic())
@@ -43,3 +44,5 @@ async def test_the_gauge_holds_the_window_s_longest_stall_then_lets_it_go(
         assert _gauge(metrics) < 0.12
     finally:
         probe.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await probe
