@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import resource
+import statistics
 import tempfile
 import threading
 import time
@@ -126,6 +127,37 @@ def wake_up_cost_us(count: int = 300) -> tuple[float, float]:
     thread.join()
     handover_us = (process_cpu() - start) / count * 1e6 - sleep_us
     return sleep_us, handover_us
+
+
+def cold_work_us(count: int = 200) -> tuple[float, float]:
+    """The same small piece of Python work (dict look-ups and string formatting, about
+    0.1 ms): (its thread CPU run back to back, its thread CPU just after a 5 ms sleep),
+    microseconds, medians. On this VM the second was 1.6-4 times the first on
+    2026-12-08, and the slowness lasts about a millisecond after the wake-up: at a
+    steady 200 MO/s serve's work comes in such stretches, which is why an MO costs
+    three to four times as much CPU as in a burst."""
+    table = {str(i): (i, str(i) * 3) for i in range(2000)}
+    keys = list(table)
+
+    def work() -> int:
+        total = 0
+        for n in range(300):
+            key = keys[(n * 7919) % len(keys)]
+            number, text = table[key]
+            total += number + len(f"{key}:{text}".upper())
+        return total
+
+    def timed() -> float:
+        started = time.thread_time()
+        work()
+        return (time.thread_time() - started) * 1e6
+
+    hot = [timed() for _ in range(count)]
+    cold = []
+    for _ in range(count):
+        time.sleep(0.005)
+        cold.append(timed())
+    return statistics.median(hot), statistics.median(cold)
 
 
 def python_speed() -> float:

@@ -58,6 +58,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench._fixtures import (  # noqa: E402
+    cold_work_us,
     latin_texts,
     python_speed,
     wake_up_cost_us,
@@ -606,6 +607,7 @@ def print_minute(minute: Minute) -> None:
 
 async def run(args: argparse.Namespace) -> int:
     wake_up_us = wake_up_cost_us()  # before anything else runs: a quiet process
+    cold_us = cold_work_us()
     workdir = Path(tempfile.mkdtemp(prefix="smsgw-soak-"))
     database = Database(args.database, workdir)
     await database.create()
@@ -711,7 +713,7 @@ async def run(args: argparse.Namespace) -> int:
     if args.perf and profile_window:
         print_perf(workdir / "perf.txt", int(args.rate * args.perf))
     if minutes:
-        print_threads(first, last, sent, names, wake_up_us)
+        print_threads(first, last, sent, names, wake_up_us, cold_us)
     if batches_before and batches_after and batches_after[0] > batches_before[0]:
         batches = batches_after[0] - batches_before[0]
         print(
@@ -747,6 +749,7 @@ def print_threads(
     mo: int,
     names: dict[int, str],
     wake_up_us: tuple[float, float] | None = None,
+    cold_us: tuple[float, float] | None = None,
 ) -> None:
     """Where serve's CPU went, by thread, and how often each thread slept and woke
     (voluntary switches) or was pre-empted (involuntary), per MO over the run."""
@@ -775,6 +778,13 @@ def print_threads(
             f"{handover_us:.0f} us more per hand-over to a sleeping thread (measured "
             f"before the run); serve's {wakes:.1f} wake-ups per MO are then about "
             f"{wakes * sleep_us / 1000:.2f} ms of its CPU per MO"
+        )
+    if cold_us is not None:
+        hot, cold = cold_us
+        print(
+            f"and runs Python {cold / hot:.1f} times slower just after a 5 ms sleep: "
+            f"{hot:.0f} us of work back to back took {cold:.0f} us right after waking "
+            "(bench/_fixtures.py cold_work_us; before the run)"
         )
 
 
